@@ -1,0 +1,218 @@
+"""The on-device classifier: a .tflite model plus its metadata behind one `classify()`.
+
+    clf = Classifier("models/fashion_mnist_int8.tflite")
+    result = clf.classify(bgr_photo)        # photo -> 28x28 -> model -> top-k
+    result = clf.classify_input(image_28)   # an image already in the model's format
+    probs = clf.predict(images_n_28_28)     # (N, C) float32, the evaluation path
+
+`predict` is the single path from uint8 model inputs to probabilities; the
+converter's accuracy check, the benchmarks and the CLI all go through it.
+Quantization comes from the model's own tensors, never assumed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .contract import CONTRACT
+from .errors import ModelError
+from .interpreter import find_interpreter
+from .metadata import read_metadata
+
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    index: int
+    label: str
+    score: float  # probability, 0..1
+
+
+@dataclass
+class Result:
+    top_k: list[Prediction]
+    probabilities: np.ndarray  # (C,) float32
+    model_input: np.ndarray  # (H, W) uint8: exactly what the model saw
+    threshold: float = 0.0
+
+    @property
+    def best(self) -> Prediction:
+        return self.top_k[0]
+
+    @property
+    def is_unknown(self) -> bool:
+        """Top score below the threshold: probably not one of the classes the model knows."""
+        return self.best.score < self.threshold
+
+    @property
+    def label(self) -> str:
+        return UNKNOWN if self.is_unknown else self.best.label
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "score": round(self.best.score, 6),
+            "top_k": [{"index": p.index, "label": p.label, "score": round(p.score, 6)} for p in self.top_k],
+        }
+
+
+def top_k(probabilities: np.ndarray, labels: list[str], k: int) -> list[Prediction]:
+    """Highest k of one probability vector; ties go to the lower index. Pure."""
+    k = max(1, min(k, len(probabilities)))
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return [Prediction(int(i), labels[int(i)], float(probabilities[i])) for i in order]
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
+    """Real values -> integer tensor values: q = round(x / scale) + zero_point, saturated. Pure."""
+    info = np.iinfo(dtype)
+    q = np.rint(x.astype(np.float32) / np.float32(scale)) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Integer tensor values -> real values: (q - zero_point) * scale. Pure."""
+    return ((q.astype(np.int32) - zero_point) * np.float32(scale)).astype(np.float32)
+
+
+@dataclass
+class TensorSpec:
+    index: int
+    shape: tuple  # as the model declares it, batch first
+    dtype: type
+    scale: float = 0.0  # 0 means not quantized
+    zero_point: int = 0
+    dynamic_batch: bool = field(default=False)
+
+    @classmethod
+    def from_details(cls, d: dict) -> "TensorSpec":
+        scale, zero_point = d.get("quantization", (0.0, 0))
+        signature = d.get("shape_signature", d["shape"])
+        return cls(d["index"], tuple(int(s) for s in d["shape"]), d["dtype"], float(scale), int(zero_point),
+                   dynamic_batch=len(signature) > 0 and int(signature[0]) == -1)
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0 and np.issubdtype(self.dtype, np.integer)
+
+
+class Classifier:
+    def __init__(self, model_path: str | Path, num_threads: int = 1, metadata: dict | None = None,
+                 threshold: float = 0.0, batch_size: int = 64):
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise ModelError(f"model {self.model_path} not found; run `make train convert` "
+                             "or pass --model PATH")
+        self.metadata = metadata if metadata is not None else read_metadata(self.model_path)
+        self.labels = list(self.metadata["labels"])
+        self.threshold = threshold
+        self.batch_size = batch_size
+        self.backend = find_interpreter()  # which interpreter package runs the model
+        try:
+            self._interpreter = self.backend.factory(model_path=str(self.model_path),
+                                                                 num_threads=num_threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise ModelError(f"{self.model_path}: not a loadable TFLite model ({str(e).splitlines()[0]})") from e
+        inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"{self.model_path}: expected one input and one output tensor, "
+                             f"found {len(inputs)} and {len(outputs)}")
+        self.input = TensorSpec.from_details(inputs[0])
+        self.output = TensorSpec.from_details(outputs[0])
+        self._batch = self.input.shape[0]
+        self._check_against_metadata()
+
+    # -- what the model expects ------------------------------------------------
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of one model input image."""
+        return self.input.shape[1], self.input.shape[2]
+
+    def _check_against_metadata(self) -> None:
+        meta_in = self.metadata["input"]
+        where = f"{self.model_path}"
+        if len(self.input.shape) != 4 or self.input.shape[3] != 1:
+            raise ModelError(f"{where}: input tensor is {list(self.input.shape)}, expected [N, H, W, 1] "
+                             "grayscale; this is not a Fashion-MNIST model")
+        if list(self.input.shape[1:]) != list(meta_in["shape"][1:]):
+            raise ModelError(f"{where}: input tensor is {list(self.input.shape)} but its metadata says "
+                             f"{meta_in['shape']}; the metadata belongs to another model")
+        if np.dtype(self.input.dtype).name != meta_in["dtype"]:
+            raise ModelError(f"{where}: input dtype is {np.dtype(self.input.dtype).name} but its metadata says "
+                             f"{meta_in['dtype']}; the metadata belongs to another model")
+        n_out = self.output.shape[-1]
+        if len(self.labels) != n_out:
+            raise ModelError(f"{where}: model has {n_out} outputs but its metadata lists {len(self.labels)} labels")
+        contract = self.metadata.get("preprocessing", {}).get("contract")
+        if contract != CONTRACT:
+            raise ModelError(f"{where}: model expects preprocessing {contract!r}, this runtime provides "
+                             f"{CONTRACT!r}; update edge_runtime or reconvert the model")
+
+    # -- the one path from model inputs to probabilities -----------------------
+    def _preprocess(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W) pixels -> the input tensor's dtype, quantized with its own parameters."""
+        x = images[..., None]
+        if self.input.quantized:
+            if self.input.dtype == np.uint8 and self.input.scale == 1.0 and self.input.zero_point == 0:
+                return x  # the usual int8 model: raw camera pixels go straight in
+            return quantize(x, self.input.scale, self.input.zero_point, self.input.dtype)
+        return x.astype(self.input.dtype)
+
+    def _postprocess(self, raw: np.ndarray) -> np.ndarray:
+        """Output tensor -> float32 probabilities (N, C)."""
+        if self.output.quantized:
+            return dequantize(raw, self.output.scale, self.output.zero_point)
+        return raw.astype(np.float32)
+
+    def _resize_batch(self, n: int) -> None:
+        if n != self._batch:
+            self._interpreter.resize_tensor_input(self.input.index, [n, *self.input.shape[1:]])
+            self._interpreter.allocate_tensors()
+            self._batch = n
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities (N, C) float32 for uint8 model inputs (N, H, W) or one (H, W)."""
+        images = np.asarray(images)
+        if images.ndim == 2:
+            images = images[None]
+        if images.ndim != 3 or images.shape[1:] != self.input_size:
+            raise ValueError(f"expected images of shape (N, {self.input_size[0]}, {self.input_size[1]}), "
+                             f"got {images.shape}")
+        if images.dtype != np.uint8:
+            raise ValueError(f"expected uint8 pixels, got {images.dtype}")
+        # Batches only where the model allows a dynamic batch axis; the last
+        # chunk is padded so the interpreter is not re-allocated for it.
+        chunk = self.batch_size if self.input.dynamic_batch else 1
+        chunk = min(chunk, len(images)) or 1
+        self._resize_batch(chunk)
+        out = np.empty((len(images), self.output.shape[-1]), np.float32)
+        for start in range(0, len(images), chunk):
+            part = images[start:start + chunk]
+            n = len(part)
+            if n < chunk:
+                part = np.concatenate([part, np.zeros((chunk - n, *part.shape[1:]), np.uint8)])
+            self._interpreter.set_tensor(self.input.index, self._preprocess(part))
+            self._interpreter.invoke()
+            out[start:start + n] = self._postprocess(self._interpreter.get_tensor(self.output.index))[:n]
+        return out
+
+    # -- user-facing ----------------------------------------------------------
+    def classify_input(self, model_input: np.ndarray, k: int = 3) -> Result:
+        """Classify one image already in the model's format: uint8 (H, W), bright garment on black."""
+        probabilities = self.predict(model_input)[0]
+        return Result(top_k(probabilities, self.labels, k), probabilities, np.asarray(model_input), self.threshold)
+
+    def classify(self, image: np.ndarray, k: int = 3) -> Result:
+        """Classify a photo or camera frame (BGR, BGRA or grayscale, any size)."""
+        from .photo import photo_to_input  # OpenCV, imported only when photos are used
+        return self.classify_input(photo_to_input(image, self.input_size), k)
+
+    def classify_batch(self, images: list[np.ndarray], k: int = 3) -> list[Result]:
+        from .photo import photo_to_input
+        inputs = np.stack([photo_to_input(im, self.input_size) for im in images])
+        return [Result(top_k(p, self.labels, k), p, x, self.threshold) for p, x in zip(self.predict(inputs), inputs)]

@@ -1,0 +1,67 @@
+"""The one definition of what a Fashion-MNIST model sees.
+
+Training, conversion and the device all import from here, so the pixels the
+model learned on are the pixels it gets on a Raspberry Pi.
+
+The contract is deliberately trivial: a model input is a 28x28 single-channel
+image of raw 0..255 intensities, garment bright on a black background, exactly
+as stored in the IDX files. Every model does its own scaling (a Rescaling
+layer inside the network), so no caller ever divides by 255, and the int8
+model's uint8 input takes those pixels unchanged (scale 1, zero point 0).
+
+Turning a camera frame or a photo into such an image is `edge_runtime.photo`;
+this module only says what the result must look like.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Class names in label order, as published with the dataset (Xiao et al. 2017).
+# Training writes them into the model's metadata; the runtime reads them from
+# there and never from this list, so a model trained on other labels still works.
+CLASS_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+IMAGE_HEIGHT = 28
+IMAGE_WIDTH = 28
+IMAGE_CHANNELS = 1
+# Shape of one model input, NHWC without the batch axis.
+INPUT_SHAPE = (IMAGE_HEIGHT, IMAGE_WIDTH, IMAGE_CHANNELS)
+
+# Models multiply their raw 0..255 input by this first thing (inside the graph).
+PIXEL_SCALE = 1.0 / 255.0
+
+# Name and version of the contract, recorded in every model's metadata so the
+# runtime can refuse a model that expects something else.
+CONTRACT = "raw-uint8-28x28-bright-on-black/1"
+
+
+def as_model_input(images: np.ndarray) -> np.ndarray:
+    """Check and shape images for a model: (N, 28, 28) or (28, 28) -> (N, 28, 28, 1) uint8.
+
+    Pure: no scaling happens here (the model scales), only validation and a
+    channel axis, so the same bytes reach Keras, TFLite float and TFLite int8.
+    """
+    images = np.asarray(images)
+    if images.ndim == 2:
+        images = images[None]
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim != 3 or images.shape[1:] != (IMAGE_HEIGHT, IMAGE_WIDTH):
+        raise ValueError(
+            f"expected images of shape (N, {IMAGE_HEIGHT}, {IMAGE_WIDTH}), got {images.shape}"
+        )
+    if images.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels 0..255, got dtype {images.dtype}")
+    return images[..., None]
