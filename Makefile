@@ -37,5 +37,30 @@ convert: $(STAMP) ## convert runs/latest to TFLite, check accuracy, deploy to mo
 test: data ## run the full test suite
 	$(PY) -m pytest $(ARGS)
 
+compare: data ## train mlp, cnn, minivgg and edge under the same rules; one table and plot
+	$(PY) -m train.compare $(ARGS)
+
+tune: data ## Keras Tuner search over the edge model (installs keras-tuner)
+	$(PY) -m pip install --quiet -e '.[tune]'
+	$(PY) -m train.tune $(ARGS)
+
+bench: $(STAMP) ## size, accuracy and speed of every variant: benchmarks/results.{json,md}
+	$(PY) -m tools.bench $(ARGS)
+
+classify: $(STAMP) ## classify images: make classify ARGS="photo.jpg more/"
+	$(PY) -m edge_runtime classify $(ARGS)
+
+webcam: $(STAMP) ## classify webcam frames (ARGS="--camera 0" or a video file)
+	$(PY) -m edge_runtime webcam $(ARGS)
+
+doctor: $(STAMP) ## check interpreter, model, cameras and display on this machine
+	$(PY) -m edge_runtime doctor $(ARGS)
+
+pi-bundle: $(STAMP) ## dist/fashion-edge-pi.tar.gz: runtime, model, install script, systemd unit
+	$(PY) -m tools.pi_bundle $(ARGS)
+
+pi-check: $(STAMP) ## run the runtime under an emulated Raspberry Pi 4 CPU and compare with this machine
+	PY=$(PY) bash tools/pi_check.sh
+
 clean: ## remove the environment, runs and models
-	rm -rf $(VENV) runs models .pytest_cache
+	rm -rf $(VENV) runs models dist .pytest_cache

@@ -1,0 +1,87 @@
+"""`python -m edge_runtime <command>` and the `edge-classify` console script.
+
+A thin shell: each command lives in its own module exposing
+`configure(parser)` (add its arguments) and `run(args) -> int` (exit status).
+This file parses argv, maps named errors to one-line messages and exit
+codes, and keeps tracebacks for `--debug`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from .errors import EdgeError
+
+# command -> module; modules are imported only when their command runs or
+# its arguments are set up, so `doctor` works even when OpenCV is broken.
+COMMANDS = {
+    "classify": ("edge_runtime.classify", "classify image files, directories and globs"),
+    "webcam": ("edge_runtime.webcam", "classify frames from a camera, video file or stream"),
+    "doctor": ("edge_runtime.doctor", "check this device: Python, numpy, interpreter, model, cameras, display"),
+    "bench": ("edge_runtime.bench", "measure latency and memory of a model on this device"),
+    "info": ("edge_runtime.info", "print a model's metadata"),
+}
+
+MODEL_ENV_VAR = "EDGE_MODEL"
+MODEL_FILENAME = "fashion_mnist_int8.tflite"
+
+
+def default_model_path() -> Path:
+    """Where the deployed model is, when --model is not given.
+
+    EDGE_MODEL, else models/<name> in the current directory (the project
+    checkout or an unpacked Pi bundle), else models/ beside this package.
+    """
+    if os.environ.get(MODEL_ENV_VAR):
+        return Path(os.environ[MODEL_ENV_VAR])
+    here = Path.cwd() / "models" / MODEL_FILENAME
+    if here.is_file():
+        return here
+    beside = Path(__file__).resolve().parent.parent / "models" / MODEL_FILENAME
+    return beside if beside.is_file() else here
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model and --threads, shared by every command that runs a model."""
+    parser.add_argument("--model", type=Path, default=None,
+                        help=f"a .tflite model with metadata (default: ${MODEL_ENV_VAR} or models/{MODEL_FILENAME})")
+    parser.add_argument("--threads", type=int, default=1, help="interpreter threads")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m edge_runtime", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--verbose", "-v", action="store_true", help="say which interpreter and model are used")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.set_defaults(_module=module_name)
+        importlib.import_module(module_name).configure(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # `edge-classify photo.jpg` is shorthand for `classify photo.jpg`.
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        argv = ["classify", *argv]
+    args = build_parser().parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except EdgeError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""`python -m edge_runtime info`: print the metadata a model carries."""
+
+from __future__ import annotations
+
+import json
+
+from .cli import add_model_arguments, default_model_path
+from .metadata import read_metadata
+
+
+def configure(parser) -> None:
+    add_model_arguments(parser)
+
+
+def run(args) -> int:
+    model = args.model or default_model_path()
+    from .classifier import Classifier
+    clf = Classifier(model, num_threads=args.threads)  # loads it: proves metadata and model agree
+    print(json.dumps({"model": str(model), "interpreter": f"{clf.backend.package} {clf.backend.version}",
+                      "metadata": read_metadata(model)}, indent=2))
+    return 0
