@@ -25,3 +25,31 @@ def fashion():
 def data_dir():
     from edge_runtime import dataset
     return dataset.find_data_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A real training run, tiny: the `cnn` model (no BatchNorm, so a few
+    hundred steps already give useful predictions) on 3,000 images, 2 epochs."""
+    from train import trainer
+    from train.config import TrainConfig
+    out = tmp_path_factory.mktemp("runs")
+    config = TrainConfig(model="cnn", epochs=2, train_limit=3000, val_size=1000, out_dir=str(out), name="tiny")
+    return trainer.run(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_run, tmp_path_factory):
+    """Every TFLite variant of the tiny run, converted and checked by the real converter."""
+    from convert.pipeline import ConvertConfig, run
+    out = tmp_path_factory.mktemp("models")
+    # Gate opened wide: this fixture provides models; the gate has its own tests.
+    report = run(ConvertConfig(run_dir=str(tiny_run), out_dir=str(out), latency_runs=5, max_drop=5, max_class_drop=20))
+    return out, report
+
+
+@pytest.fixture(scope="session")
+def tiny_int8_model(tiny_models):
+    """Path of a small trained full-int8 .tflite with embedded metadata and a sidecar JSON."""
+    out, _ = tiny_models
+    return out / "fashion_mnist_int8.tflite"

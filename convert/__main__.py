@@ -1,0 +1,50 @@
+"""python -m convert: export TFLite variants of a trained model, prove their
+accuracy on the test set, and deploy the int8 model if it passes the gate."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from edge_runtime.errors import EdgeError
+from train.config import add_config_arguments, config_from_args
+
+from .pipeline import ConvertConfig
+
+NEXT_STEPS = """
+next:
+  python -m edge_runtime classify PHOTO.jpg           # classify image files (make classify ARGS=...)
+  python -m edge_runtime webcam --camera 0             # live camera (make webcam)
+  make bench                                           # size, accuracy and speed of every variant
+  make pi-bundle                                       # tarball to copy to a Raspberry Pi
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m convert", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_config_arguments(parser, ConvertConfig)
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args, ConvertConfig)
+        config.variant_list()
+    except ValueError as e:
+        parser.error(str(e))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from . import pipeline
+    try:
+        pipeline.run(config)
+    except EdgeError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    print(f"deployed {config.out_dir}/{pipeline.model_filename('int8')} "
+          f"(report: {config.out_dir}/conversion_report.md)")
+    print(NEXT_STEPS)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

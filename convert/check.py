@@ -1,0 +1,84 @@
+"""Prove a converted model is as accurate as the Keras model it came from.
+
+Each TFLite variant is run on the full test set through
+`edge_runtime.Classifier.predict`, the code path a device runs, and compared
+with the Keras model's predictions on the same images. The pure functions
+here turn predictions into figures and figures into a gate verdict.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def per_class_accuracy(labels: np.ndarray, predicted: np.ndarray, n: int) -> np.ndarray:
+    return np.array([(predicted[labels == c] == c).mean() if (labels == c).any() else np.nan for c in range(n)])
+
+
+def compare(labels: np.ndarray, reference: np.ndarray, predicted: np.ndarray, class_names: list[str]) -> dict:
+    """Figures for one variant against the reference (Keras) predictions. Pure.
+
+    Accuracies are fractions; *_pp figures are percentage points, negative
+    when the variant is worse than the reference.
+    """
+    n = len(class_names)
+    acc = float((predicted == labels).mean())
+    ref_acc = float((reference == labels).mean())
+    class_change = (per_class_accuracy(labels, predicted, n) - per_class_accuracy(labels, reference, n)) * 100
+    worst = int(np.nanargmin(class_change))
+    return {
+        "accuracy": acc,
+        "change_pp": round((acc - ref_acc) * 100, 3),
+        "agreement": float((predicted == reference).mean()),
+        "worst_class": class_names[worst],
+        "worst_class_change_pp": round(float(class_change[worst]), 3),
+        "class_change_pp": [round(float(c), 3) for c in class_change],
+    }
+
+
+@dataclass(frozen=True)
+class Gate:
+    max_drop: float = 0.5  # percentage points, overall top-1
+    max_class_drop: float = 2.0  # percentage points, any single class (1,000 test images each: 0.1 pp per image)
+
+
+def gate_failures(figures: dict, gate: Gate, class_names: list[str]) -> list[str]:
+    """Why a variant must not be deployed; empty when it may be. Pure."""
+    failures = []
+    if -figures["change_pp"] > gate.max_drop:
+        failures.append(f"top-1 accuracy dropped {-figures['change_pp']:.2f} pp "
+                        f"(limit {gate.max_drop} pp, --max_drop)")
+    for name, change in zip(class_names, figures["class_change_pp"]):
+        if -change > gate.max_class_drop:
+            failures.append(f"class {name} dropped {-change:.2f} pp (limit {gate.max_class_drop} pp, --max_class_drop)")
+    return failures
+
+
+def single_image_latency_us(classifier, image: np.ndarray, runs: int = 200, warmup: int = 20) -> dict:
+    """Median and p95 wall time of classifier.predict on one image, microseconds."""
+    for _ in range(warmup):
+        classifier.predict(image)
+    times = np.empty(runs)
+    for i in range(runs):
+        t = time.perf_counter()
+        classifier.predict(image)
+        times[i] = time.perf_counter() - t
+    return {"median_us": round(float(np.median(times)) * 1e6, 1), "p95_us": round(float(np.percentile(times, 95)) * 1e6, 1)}
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = ("| variant | top-1 | vs Keras (pp) | agreement | worst class change | size | latency (1 image, 1 thread) |\n"
+            "|---|---:|---:|---:|---|---:|---:|\n")
+    lines = []
+    for r in rows:
+        size = f"{r['size_bytes'] / 1024:.1f} KB" if r.get("size_bytes") else "-"
+        latency = f"{r['latency']['median_us']:.0f} µs" if r.get("latency") else "-"
+        if r["variant"] == "keras":
+            lines.append(f"| Keras (float, reference) | {r['accuracy']:.2%} | - | - | - | {size} | {latency} |")
+            continue
+        lines.append(f"| {r['variant']} | {r['accuracy']:.2%} | {r['change_pp']:+.2f} | {r['agreement']:.2%} | "
+                     f"{r['worst_class']} {r['worst_class_change_pp']:+.1f} pp | {size} | {latency} |")
+    return head + "\n".join(lines) + "\n"

@@ -1,0 +1,291 @@
+"""Read image files safely: `read_image(path)` -> uint8 BGR, BGRA or grayscale.
+
+Every way a file can be wrong (missing, a directory, unreadable, empty,
+truncated, not an image, absurdly large) becomes an `ImageError` with a
+one-line message naming the file, so `classify` can report it and go on.
+
+Why not just `cv2.imread`?
+- It returns None without saying why, and can't open non-UTF-8 file names on
+  every platform; we read the bytes with Python and use `cv2.imdecode`.
+- A 100-byte PNG can claim to be 60000x60000 pixels and make OpenCV allocate
+  10 GB on a Raspberry Pi with 1 GB. We read the width and height from the
+  file header ourselves (PNG IHDR, JPEG SOF, WEBP VP8/VP8L/VP8X, BMP info
+  header) and refuse it before decoding.
+- Decoders disagree about damaged files: some OpenCV builds return half a
+  JPEG with a grey bottom. We check that JPEG and PNG files have their end
+  marker (and WEBP/BMP their declared length), so a truncated file is an error
+  everywhere, with a message that says "truncated".
+
+OpenCV is imported at the top of this module only; the `edge_runtime`
+package itself doesn't import it, and this module is imported only when
+images are used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+
+import cv2
+import numpy as np
+
+from .errors import ImageError
+
+DEFAULT_MAX_PIXELS = 50_000_000  # a 50-megapixel photo decodes to 150 MB of BGR
+MAX_FILE_BYTES = 256 * 2**20  # no photo worth classifying is a larger file
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp")
+SUPPORTED = "JPEG/PNG/WEBP/BMP"
+
+
+def display_path(path) -> str:
+    """A file name fit for messages and JSON, whatever bytes it is made of.
+
+    Undecodable bytes of a non-UTF-8 name (str with surrogate escapes, or
+    bytes) become U+FFFD instead of crashing `print` or `json.dumps`.
+    """
+    text = os.fsdecode(path)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+# -- reading the header -------------------------------------------------------
+
+class Truncated(Exception):
+    """The header parsers' way to say: the file ends too early."""
+
+
+def _u16be(data: bytes, at: int) -> int:
+    if at + 2 > len(data):
+        raise Truncated
+    return struct.unpack_from(">H", data, at)[0]
+
+
+def sniff_format(data: bytes) -> str | None:
+    """'jpeg', 'png', 'webp', 'bmp' from the magic bytes, or None. Pure."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data.startswith(b"BM") and len(data) >= 26:
+        return "bmp"
+    return None
+
+
+# JPEG start-of-frame markers carry the image size: C0..CF except DHT (C4),
+# JPG (C8) and DAC (CC).
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's frame header; Truncated if the file is cut short. Pure.
+
+    Walks the marker segments up to the first scan (SOS). After it comes
+    entropy-coded data, in which 0xFF is always followed by 0x00 or a restart
+    marker, so the end-of-image marker FF D9 can't appear there by accident:
+    if it's missing, the file was truncated.
+    """
+    size = None
+    at = 2  # after SOI (FF D8)
+    while True:
+        if at + 2 > len(data):
+            raise Truncated
+        if data[at] != 0xFF:
+            raise ValueError("corrupt marker structure")
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            at += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            at += 2
+            continue
+        length = _u16be(data, at + 2)  # counts itself, not the marker
+        if marker in _SOF_MARKERS:
+            height, width = _u16be(data, at + 5), _u16be(data, at + 7)
+            size = (width, height)
+        if marker == 0xDA:  # start of scan: headers are over
+            if size is None or 0 in size:
+                raise ValueError("no frame size before the image data")
+            if data.find(b"\xff\xd9", at + 2 + length) < 0:
+                raise Truncated
+            return size
+        if marker == 0xD9:
+            raise ValueError("ends before any image data")
+        at += 2 + length
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk; Truncated unless the IEND chunk is there. Pure.
+
+    Chunks are length (4 bytes) + type (4) + data + CRC (4), so walking them
+    costs one step per chunk without touching the compressed pixels.
+    """
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise Truncated if len(data) < 24 else ValueError("no IHDR chunk")
+    width, height = struct.unpack_from(">II", data, 16)
+    at = 8
+    while at + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        at += 12 + length
+        if kind == b"IEND" and at <= len(data):
+            return width, height
+    raise Truncated
+
+
+def webp_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of a WEBP (lossy VP8, lossless VP8L or extended VP8X). Pure."""
+    if len(data) < 30:
+        raise Truncated
+    riff_size = struct.unpack_from("<I", data, 4)[0]  # file length minus 8
+    if len(data) < riff_size + 8:
+        raise Truncated
+    chunk = data[12:16]
+    if chunk == b"VP8 ":  # 10-byte frame header at 20: tag (3), start code (3), w, h (14 bits each)
+        width, height = struct.unpack_from("<HH", data, 26)
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L":  # signature byte 0x2F at 20, then (w-1) and (h-1) in 14 bits each
+        bits = struct.unpack_from("<I", data, 21)[0]
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":  # canvas (w-1) and (h-1) as 24-bit little-endian at 24 and 27
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+        return width, height
+    raise ValueError(f"unknown WEBP chunk {chunk!r}")
+
+
+def bmp_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a BMP's info header (height is negative for top-down files). Pure."""
+    file_size, = struct.unpack_from("<I", data, 2)
+    if file_size and len(data) < file_size:
+        raise Truncated
+    header_size, = struct.unpack_from("<I", data, 14)
+    if header_size == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+        width, height = struct.unpack_from("<HH", data, 18)
+    else:
+        width, height = struct.unpack_from("<ii", data, 18)
+    return abs(width), abs(height)
+
+
+_SIZE_READERS = {"jpeg": jpeg_size, "png": png_size, "webp": webp_size, "bmp": bmp_size}
+
+
+def header_size(data: bytes) -> tuple[str | None, tuple[int, int] | None]:
+    """(format, (width, height)) read from the header without decoding pixels. Pure.
+
+    (None, None) for formats we don't parse (OpenCV may still decode them);
+    raises Truncated or ValueError for files that claim a known format but are
+    damaged.
+    """
+    fmt = sniff_format(data)
+    if fmt is None:
+        return None, None
+    try:
+        return fmt, _SIZE_READERS[fmt](data)
+    except struct.error as e:  # a field lies past the end of the data
+        raise Truncated from e
+
+
+# -- decoding -----------------------------------------------------------------
+
+def _read_bytes(path) -> bytes:
+    """The file's bytes, with OS errors turned into one-line ImageErrors."""
+    name = display_path(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ImageError(f"{name}: broken symbolic link (points to {display_path(os.readlink(path))}, "
+                             "which doesn't exist)") from None
+        raise ImageError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{name}: is a directory, not an image file") from None
+    except PermissionError:
+        raise ImageError(f"{name}: permission denied (can't read the file)") from None
+    except OSError as e:
+        raise ImageError(f"{name}: can't read the file ({e.strerror or e})") from None
+    if not data:
+        raise ImageError(f"{name}: empty file (0 bytes)")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"{name}: file is larger than {MAX_FILE_BYTES // 2**20} MB; not a photo this tool reads")
+    return data
+
+
+def check_pixels(name: str, width: int, height: int, max_pixels: int) -> None:
+    """ImageError when an image of this size is not worth decoding. Pure."""
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{name}: header says the image is {width}x{height} pixels; not a valid image")
+    if width * height > max_pixels:
+        raise ImageError(f"{name}: image is {width}x{height} = {width * height / 1e6:.1f} megapixels, "
+                         f"more than the {max_pixels / 1e6:g} megapixel limit; scale it down first")
+
+
+def to_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """8-bit pixels with 1, 3 or 4 channels: 16-bit is scaled (65535 -> 255), (H, W, 1) squeezed. Pure."""
+    if image.dtype == np.uint16:
+        image = cv2.convertScaleAbs(image, alpha=255.0 / 65535.0)  # rounds and saturates
+    elif image.dtype != np.uint8:
+        raise ImageError(f"{name}: unsupported pixel type {image.dtype}; save it as 8- or 16-bit")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4)):
+        return image
+    raise ImageError(f"{name}: unsupported layout {image.shape}; expected gray, BGR or BGRA")
+
+
+@contextlib.contextmanager
+def _quiet_opencv():
+    """Silence OpenCV's own logging for a moment (it prints decoder errors to stderr)."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:  # old OpenCV builds without the logging module
+        yield
+        return
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(level)
+
+
+def decode(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Encoded image bytes -> uint8 gray (H, W), BGR (H, W, 3) or BGRA (H, W, 4)."""
+    not_decodable = f"{name}: not a decodable image (truncated or not {SUPPORTED})"
+    try:
+        fmt, size = header_size(data)
+    except Truncated:
+        raise ImageError(f"{name}: truncated {sniff_format(data).upper()} file "
+                         "(it ends before the image data does)") from None
+    except ValueError as e:
+        raise ImageError(f"{name}: damaged {sniff_format(data).upper()} file ({e})") from None
+    if size is not None:
+        check_pixels(name, *size, max_pixels)
+    # JPEG: ANYCOLOR|ANYDEPTH keeps gray as gray and applies the EXIF
+    # orientation of phone photos (IMREAD_UNCHANGED would ignore it; JPEG has
+    # no alpha to lose, and CMYK is converted to BGR). Other formats:
+    # UNCHANGED keeps the alpha channel.
+    flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH if fmt == "jpeg" else cv2.IMREAD_UNCHANGED
+    try:
+        with _quiet_opencv():  # our message replaces OpenCV's log lines about bad data
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error:
+        image = None
+    if image is None or image.size == 0:
+        raise ImageError(not_decodable)
+    check_pixels(name, image.shape[1], image.shape[0], max_pixels)  # formats whose header we don't parse
+    return to_uint8(image, name)
+
+
+def read_image(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file -> uint8 gray (H, W), BGR (H, W, 3) or BGRA (H, W, 4).
+
+    `path` may be str, bytes or a PathLike, including non-UTF-8 names.
+    Raises ImageError with a one-line message for every kind of bad file.
+    """
+    return decode(_read_bytes(path), display_path(path), max_pixels)
+
+
+def is_image_name(path) -> bool:
+    """Whether a file name has one of the image extensions `classify` looks for in directories. Pure."""
+    return os.fsdecode(path).lower().endswith(IMAGE_EXTENSIONS)

@@ -1,0 +1,428 @@
+"""`python -m edge_runtime webcam`: classify frames from a camera, video file or stream.
+
+    python -m edge_runtime webcam                     # Pi camera module if present, else camera 0
+    python -m edge_runtime webcam --camera 1 --width 1280 --height 720
+    python -m edge_runtime webcam clip.mp4 --headless # one JSON line per frame on stdout
+    python -m edge_runtime webcam --save out.mp4 --inset --smooth 5
+
+Each frame: crop the region of interest (a centre square by default), run
+the same photo preprocessing as `classify` (Classifier.classify), optionally
+average the probabilities over the last N frames, then either draw the ROI
+box, top-k labels, timing and FPS on the frame (window and/or --save), or
+print a JSON line (headless: over SSH, under systemd, in CI).
+
+Layout, as in the TensorFlow Lite Raspberry Pi examples: the pure functions on
+arrays (ROI, smoothing, overlay, JSON record) come first and are tested
+directly; `classify_frames` is the loop body; `run` deals with argv, the
+camera, the window, signals and files. OpenCV is imported inside functions
+so building the CLI parser stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from .cli import add_model_arguments, default_model_path
+from .errors import UsageError
+
+# -- region of interest -----------------------------------------------------------
+
+Box = tuple[int, int, int, int]  # x, y, width, height in pixels
+
+
+@dataclass(frozen=True)
+class RoiSpec:
+    """`center` (a square, `size` x the shorter side), `full`, or a box in pixels or fractions."""
+
+    mode: str  # "center", "full" or "box"
+    box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # x, y, w, h
+    fractional: bool = False  # box values are fractions of the frame's width/height
+
+
+def parse_roi(text: str) -> RoiSpec:
+    """argparse type for --roi: `center`, `full`, `X,Y,W,H` in pixels or `0.25,0.25,0.5,0.5` fractions."""
+    text = text.strip().lower()
+    if text in ("center", "centre", "full"):
+        return RoiSpec("full" if text == "full" else "center")
+    parts = text.split(",")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) < 0 or values[2] <= 0 or values[3] <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected center, full, X,Y,W,H in pixels "
+                                         "or fractions of the frame like 0.25,0.25,0.5,0.5")
+    fractional = "." in text and all(v <= 1.0 for v in values)  # 0.5 is a fraction, 1 a pixel
+    return RoiSpec("box", values, fractional)
+
+
+def compute_roi(frame_shape: tuple[int, ...], spec: RoiSpec, size: float = 0.6) -> Box:
+    """The ROI of a frame of shape (H, W[, C]) as (x, y, w, h) pixels, clipped to the frame. Pure.
+
+    `size` is the centre square's side as a fraction of the frame's shorter side.
+    """
+    h, w = frame_shape[:2]
+    if spec.mode == "full":
+        return 0, 0, w, h
+    if spec.mode == "center":
+        side = max(1, int(round(min(h, w) * size)))
+        return (w - side) // 2, (h - side) // 2, side, side
+    x, y, bw, bh = spec.box
+    if spec.fractional:
+        x, y, bw, bh = x * w, y * h, bw * w, bh * h
+    x0, y0 = min(max(int(round(x)), 0), w), min(max(int(round(y)), 0), h)
+    x1, y1 = min(int(round(x + bw)), w), min(int(round(y + bh)), h)
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        raise UsageError(f"--roi {','.join(f'{v:g}' for v in spec.box)} lies outside the {w}x{h} frame")
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def crop(frame: np.ndarray, box: Box) -> np.ndarray:
+    x, y, w, h = box
+    return frame[y:y + h, x:x + w]
+
+
+# -- smoothing and timing ---------------------------------------------------------
+
+
+class Smoother:
+    """Mean of the probability vectors of the last `n` frames (n=1: no smoothing).
+
+    Averaging probabilities, not votes, lets a confident frame outweigh
+    uncertain ones; a label change then needs about n/2 frames to show.
+    """
+
+    def __init__(self, n: int = 1):
+        self.window: deque[np.ndarray] = deque(maxlen=max(1, n))
+
+    def update(self, probabilities: np.ndarray) -> np.ndarray:
+        self.window.append(np.asarray(probabilities, np.float32))
+        return np.mean(self.window, axis=0, dtype=np.float32)
+
+
+class FpsMeter:
+    """Frames per second over the last `n` frames (a sliding window, so it reacts within a second)."""
+
+    def __init__(self, n: int = 30):
+        self.times: deque[float] = deque(maxlen=n)
+
+    def tick(self, t: float) -> float:
+        self.times.append(t)
+        span = self.times[-1] - self.times[0]
+        return (len(self.times) - 1) / span if span > 0 else 0.0
+
+
+# -- one classified frame ---------------------------------------------------------
+
+
+@dataclass
+class FrameResult:
+    number: int  # 0-based count of classified frames (= frame index in a video file)
+    time: float  # epoch seconds when processing started
+    frame: np.ndarray  # the BGR frame as captured
+    box: Box
+    result: object  # classifier.Result, probabilities smoothed
+    latency_ms: float  # crop + preprocessing + inference + smoothing of this frame
+
+
+def classify_frames(frames: Iterable[np.ndarray], classifier, roi: RoiSpec = RoiSpec("center"),
+                    roi_size: float = 0.6, k: int = 3, smooth: int = 1,
+                    clock: Callable[[], float] = time.perf_counter,
+                    now: Callable[[], float] = time.time) -> Iterator[FrameResult]:
+    """The loop body, without cameras or windows: frames in, FrameResults out."""
+    from .classifier import Result, top_k
+
+    smoother = Smoother(smooth)
+    for number, frame in enumerate(frames):
+        started, t0 = now(), clock()
+        box = compute_roi(frame.shape, roi, roi_size)
+        raw = classifier.classify(crop(frame, box), k)  # same preprocessing as `classify` on files
+        probabilities = smoother.update(raw.probabilities)
+        result = Result(top_k(probabilities, classifier.labels, k), probabilities, raw.model_input,
+                        classifier.threshold)
+        yield FrameResult(number, started, frame, box, result, (clock() - t0) * 1000.0)
+
+
+def json_record(fr: FrameResult) -> dict:
+    """What headless mode prints for a frame, one JSON object per line."""
+    when = datetime.fromtimestamp(fr.time, timezone.utc).isoformat(timespec="milliseconds")
+    return {"time": when, "frame": fr.number, **fr.result.to_dict(), "latency_ms": round(fr.latency_ms, 3)}
+
+
+# -- drawing ------------------------------------------------------------------------
+
+GREEN, ORANGE, WHITE, BLACK = (0, 200, 0), (0, 140, 255), (255, 255, 255), (0, 0, 0)  # BGR
+
+
+def draw_overlay(frame: np.ndarray, box: Box, result, fps: float, latency_ms: float,
+                 inset: bool = False) -> np.ndarray:
+    """A copy of the frame with the ROI box, top-k labels, timing and optionally the model input. Pure."""
+    import cv2
+
+    out = frame.copy() if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    h, w = out.shape[:2]
+    scale = max(0.4, h / 800)  # text size grows with the frame
+    thick = max(1, int(round(scale * 2)))
+    line_h = int(30 * scale) + 4
+    x, y, bw, bh = box
+    colour = ORANGE if result.is_unknown else GREEN
+    cv2.rectangle(out, (x, y), (x + bw - 1, y + bh - 1), colour, thick)
+
+    lines = [f"{i + 1}. {p.label} {p.score:.0%}" for i, p in enumerate(result.top_k)]
+    if result.is_unknown:
+        lines.insert(0, "unknown")
+    lines.append(f"{latency_ms:.1f} ms  {fps:.1f} fps")
+    for i, text in enumerate(lines):
+        org = (10, 10 + line_h * (i + 1) - 8)
+        # dark outline under white text: readable on any background
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, BLACK, thick + 2, cv2.LINE_AA)
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, WHITE, thick, cv2.LINE_AA)
+
+    if inset:  # what the model saw, enlarged without smoothing so its pixels stay visible
+        model_input = np.asarray(result.model_input, np.uint8)
+        factor = max(1, min(h, w) // (4 * model_input.shape[0]))
+        big = np.repeat(np.repeat(model_input, factor, axis=0), factor, axis=1)
+        ih, iw = big.shape
+        if ih + 2 <= h and iw + 2 <= w:
+            out[1:ih + 1, w - iw - 1:w - 1] = big[..., None]
+            cv2.rectangle(out, (w - iw - 2, 0), (w - 1, ih + 1), WHITE, 1)
+    return out
+
+
+# -- window or headless -------------------------------------------------------------
+
+
+def gui_backend(build_info: str) -> str | None:
+    """The GUI toolkit OpenCV was built with (GTK3, QT5, WIN32UI, COCOA...), None when headless. Pure.
+
+    Reads cv2.getBuildInformation(): `GUI: NONE` in opencv-python-headless,
+    `GUI: GTK3` in Debian's python3-opencv; older builds list toolkits
+    under an empty `GUI:` line (`GTK+: YES (ver 3.24)`).
+    """
+    lines = build_info.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"(\s*)GUI:\s*(.*)$", line)
+        if not m:
+            continue
+        value = m.group(2).strip()
+        if value:
+            return None if value.upper() == "NONE" else value
+        for sub in lines[i + 1:]:
+            if not sub.strip() or len(sub) - len(sub.lstrip()) <= len(m.group(1)):
+                break
+            name, _, state = sub.strip().partition(":")
+            if state.strip().upper().startswith("YES"):
+                return name.strip()
+        return None
+    return None
+
+
+def has_display(environ: Mapping[str, str], platform: str = sys.platform) -> bool:
+    """Is there a screen to open a window on? On Linux that's an X11 or Wayland session. Pure."""
+    if not platform.startswith("linux"):
+        return True
+    return bool(environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"))
+
+
+NO_GUI_FIX = ("for a window: pip uninstall -y opencv-python-headless && pip install opencv-python, "
+              "or use Raspberry Pi OS's python3-opencv (deploy/install.sh --gui)")
+
+
+def choose_window(headless: bool, environ: Mapping[str, str], build_info: str,
+                  platform: str = sys.platform) -> tuple[bool, str | None]:
+    """(open a window?, notice to print once). Pure."""
+    if headless:
+        return False, None
+    if not has_display(environ, platform):
+        return False, ("note: no display (DISPLAY and WAYLAND_DISPLAY are unset): running headless, "
+                       "one JSON line per frame on stdout")
+    backend = gui_backend(build_info)
+    if backend is None:
+        return False, f"note: this OpenCV has no GUI support: running headless; {NO_GUI_FIX}"
+    return True, None
+
+
+# -- the command --------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be 1 or more")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be in (0, 1]")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", nargs="?", default=None,
+                        help="video file, stream URL (rtsp://, http://) or camera index; default: --camera")
+    parser.add_argument("--camera", default="auto",
+                        help="camera index (0 = /dev/video0), csi for the Pi camera module (picamera2), "
+                             "or auto: the Pi camera if picamera2 finds one, else 0")
+    parser.add_argument("--width", type=positive_int, default=None, help="requested frame width, pixels")
+    parser.add_argument("--height", type=positive_int, default=None, help="requested frame height, pixels")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="requested camera frame rate; also caps how often a live source is classified")
+    parser.add_argument("--roi", type=parse_roi, default=RoiSpec("center"), metavar="center|full|X,Y,W,H",
+                        help="region classified: centre square, whole frame, or a box in pixels or fractions")
+    parser.add_argument("--roi_size", type=fraction, default=0.6,
+                        help="side of the centre square, as a fraction of the frame's shorter side")
+    parser.add_argument("--top_k", type=positive_int, default=3, help="labels shown per frame")
+    parser.add_argument("--smooth", type=positive_int, default=1,
+                        help="average probabilities over the last N frames (1 = off)")
+    parser.add_argument("--threshold", type=float, default=0.0,
+                        help="below this top probability the label is 'unknown'")
+    parser.add_argument("--inset", action="store_true", help="show the 28x28 model input in a corner")
+    parser.add_argument("--headless", action="store_true",
+                        help="no window: one JSON line per frame on stdout (automatic without a display)")
+    parser.add_argument("--save", type=Path, default=None, metavar="OUT.mp4",
+                        help="record annotated frames (.mp4 mp4v, .avi MJPG)")
+    parser.add_argument("--loop", action="store_true", help="replay a video file at its end")
+    parser.add_argument("--max_frames", type=int, default=0, help="stop after N classified frames (0 = no limit)")
+    parser.add_argument("--reconnect_timeout", type=float, default=60.0,
+                        help="seconds a live camera may deliver nothing before giving up (exit status 6)")
+    add_model_arguments(parser)
+
+
+def open_writer(path: Path, fps: float, size: tuple[int, int]):
+    """A cv2.VideoWriter for --save; the codec follows the file extension."""
+    import cv2
+
+    codecs = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+    codec = codecs.get(path.suffix.lower())
+    if codec is None:
+        raise UsageError(f"--save {path}: use .mp4 or .avi")
+    if not path.parent.is_dir():
+        raise UsageError(f"--save {path}: directory {path.parent} does not exist")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, size)
+    if not writer.isOpened():
+        raise UsageError(f"--save {path}: this OpenCV can't encode {codec}; try a .avi file (MJPG)")
+    return writer
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT (systemd stop, Ctrl-C): the loop ends after the current frame."""
+
+    def __init__(self, on_stop: Callable[[], None]):
+        self.event, self.on_stop, self.signal_name = threading.Event(), on_stop, None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signals can only be set there
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame):
+        self.signal_name = signal.Signals(signum).name
+        self.event.set()
+        self.on_stop()
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def run(args) -> int:
+    from . import capture
+    from .classifier import Classifier
+
+    if (args.width is None) != (args.height is None):
+        raise UsageError("give both --width and --height, or neither")
+    if args.fps is not None and args.fps <= 0:
+        raise UsageError(f"--fps {args.fps}: must be positive")
+    classifier = Classifier(args.model or default_model_path(), num_threads=args.threads, threshold=args.threshold)
+    spec = capture.parse_source(args.source, args.camera, width=args.width, height=args.height, fps=args.fps)
+    if args.loop and spec.live:
+        raise UsageError("--loop replays a video file; a camera or stream runs until stopped")
+
+    import cv2
+
+    window, notice = choose_window(args.headless, os.environ, cv2.getBuildInformation())
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
+    stream = capture.FrameStream(spec, loop=args.loop,
+                                 backoff=capture.Backoff(give_up_after_s=args.reconnect_timeout))
+    if args.verbose:
+        print(f"source: {spec.name}; model: {classifier.model_path} ({classifier.backend.package} "
+              f"{classifier.backend.version})", file=sys.stderr)
+    # Live sources: a reader thread keeps only the newest frame. Files: every frame, in order.
+    reader = capture.LatestFrameReader(stream) if spec.live else None
+    frames = reader if reader is not None else stream
+    title = "fashion-edge (q to quit)"
+    if window:
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE)
+        except cv2.error as e:  # a display variable pointing nowhere, a broken GUI backend
+            window = False
+            print(f"note: can't open a window ({str(e).splitlines()[0]}): running headless", file=sys.stderr)
+
+    writer, fps_meter, fps = None, FpsMeter(), 0.0
+    count, total_ms, max_ms, started = 0, 0.0, 0.0, time.monotonic()
+    min_interval = 1.0 / args.fps if (args.fps and spec.live) else 0.0
+    reason = "end of stream"
+    with StopFlag(stream.stop) as stop:
+        try:
+            for fr in classify_frames(frames, classifier, args.roi, args.roi_size, args.top_k, args.smooth):
+                count += 1
+                total_ms, max_ms = total_ms + fr.latency_ms, max(max_ms, fr.latency_ms)
+                fps = fps_meter.tick(time.monotonic())
+                if not window:
+                    print(json.dumps(json_record(fr)), flush=True)  # flushed: a pipe or journald sees it now
+                if window or args.save:
+                    annotated = draw_overlay(fr.frame, fr.box, fr.result, fps, fr.latency_ms, args.inset)
+                    if args.save:
+                        if writer is None:
+                            rate = args.fps or (stream.capture.get(cv2.CAP_PROP_FPS)
+                                                if hasattr(stream.capture, "get") else 0) or 15.0
+                            writer = open_writer(args.save, float(rate), annotated.shape[1::-1])
+                        writer.write(annotated)
+                    if window:
+                        cv2.imshow(title, annotated)
+                        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):  # q or Esc
+                            reason = "quit"
+                            break
+                if stop.event.is_set():
+                    break
+                if args.max_frames and count >= args.max_frames:
+                    reason = f"--max_frames {args.max_frames}"
+                    break
+                if min_interval:  # classify at most --fps frames per second; the reader keeps the newest
+                    stop.event.wait(max(0.0, min_interval - (time.monotonic() - fps_meter.times[-1])))
+        finally:
+            if reader is not None:
+                reader.stop()
+            stream.release()  # the camera is free for the next program, whatever happened
+            if writer is not None:
+                writer.release()
+            if window:
+                cv2.destroyAllWindows()
+        if stop.signal_name:
+            reason = stop.signal_name
+    elapsed = time.monotonic() - started
+    dropped = f", {reader.dropped} stale frames skipped" if reader is not None else ""
+    retries = f", {stream.retries} failed reads retried" if stream.retries else ""
+    mean_ms = total_ms / count if count else 0.0
+    print(f"stopped ({reason}): {count} frames in {elapsed:.1f} s ({count / elapsed if elapsed else 0:.1f} fps), "
+          f"processing {mean_ms:.1f} ms/frame mean, {max_ms:.1f} max{dropped}{retries}", file=sys.stderr)
+    return 0

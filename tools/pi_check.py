@@ -1,0 +1,601 @@
+"""The emulated Raspberry Pi check's two halves: `run` and `compare`.
+
+    python tools/pi_check.py run --model M --out host.json [--photos DIR]
+    qemu-aarch64-static -cpu cortex-a72 -L ROOTFS ROOTFS/usr/bin/python3.11 \\
+        tools/pi_check.py run --model M --out pi.json --expect-machine aarch64 --forbid-tensorflow
+    python tools/pi_check.py compare host.json pi.json
+
+`run` is the same code on the build machine and under emulation, in one
+process (an emulated program can't start another one: no binfmt). It loads
+the model through `edge_runtime.Classifier` and records, as JSON:
+
+- the raw output tensor values (uint8/int8 before dequantization) for the
+  first N Fashion-MNIST test images, read from the IDX files by
+  `edge_runtime.dataset`: identical 28x28 inputs on both machines, so any
+  difference is the CPU's or the wheels';
+- end to end through `Classifier.classify` (photo preprocessing included):
+  synthetic photos made deterministically with integer numpy, plus real
+  photos from --photos DIR when given;
+- checks: machine, interpreter package, TensorFlow absent, and `doctor`
+  when the runtime has it.
+
+`compare` prints a side-by-side summary and every difference, and exits 1
+on any mismatch. It needs only the standard library.
+
+Runs on Python 3.9+ and numpy 1.24+ (32-bit Raspberry Pi OS has Debian's
+numpy 1.24).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import io
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+SCHEMA = "fashion-edge-pi-check/1"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp")
+# cv2.resize (INTER_AREA / INTER_LINEAR) may round differently on ARM and x86
+# (NEON vs SSE paths): model inputs made from the same photo may differ by
+# this many grey levels. Anything more is a failure.
+PREPROCESS_TOLERANCE = 1
+
+
+# --------------------------------------------------------------------------- run
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _module_file(name: str) -> str | None:
+    module = sys.modules.get(name)
+    return getattr(module, "__file__", None) if module else None
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib import metadata
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def synthetic_photos():
+    """(name, image) pairs made with integer numpy only, so every machine makes the same bytes.
+
+    They exercise the photo path's branches: colour and grey, alpha, dark
+    garment on a light background and the reverse, odd sizes, up- and
+    down-scaling, and an image already 28x28.
+    """
+    import numpy as np
+    rng = np.random.Generator(np.random.PCG64(20240611))
+
+    def noise(shape, amplitude):
+        return rng.integers(-amplitude, amplitude + 1, size=shape, dtype=np.int16)
+
+    def clip(a):
+        return np.clip(a, 0, 255).astype(np.uint8)
+
+    out = []
+    # A dark T-shirt on a white product-photo background, 480x640 BGR.
+    h, w = 480, 640
+    yy, xx = np.mgrid[0:h, 0:w]
+    body = (xx >= 220) & (xx < 420) & (yy >= 120) & (yy < 430)
+    sleeves = (yy >= 120) & (yy < 220) & (xx >= 140) & (xx < 500) & (np.abs(xx - 320) + (yy - 120) < 260)
+    neck = ((xx - 320) ** 2 + (yy - 115) ** 2) < 40 ** 2
+    garment = (body | sleeves) & ~neck
+    img = np.full((h, w, 3), 245, np.int16)
+    img[garment] = (40, 60, 150)
+    out.append(("tshirt_on_white_640x480", clip(img + noise((h, w, 3), 6))))
+
+    # Bright trousers on black, portrait 200x300.
+    h, w = 300, 200
+    yy, xx = np.mgrid[0:h, 0:w]
+    waist = (yy >= 30) & (yy < 70) & (xx >= 50) & (xx < 150)
+    legs = (yy >= 70) & (yy < 280) & (((xx >= 50) & (xx < 95)) | ((xx >= 105) & (xx < 150)))
+    img = np.zeros((h, w, 3), np.int16)
+    img[waist | legs] = (200, 210, 220)
+    out.append(("trousers_on_black_200x300", clip(img + noise((h, w, 3), 10))))
+
+    # A bag with a handle, grey, odd size 61x97 (downscale by a non-integer factor).
+    h, w = 97, 61
+    yy, xx = np.mgrid[0:h, 0:w]
+    bag = (yy >= 40) & (yy < 90) & (xx >= 8) & (xx < 53)
+    handle = (np.abs((xx - 30) ** 2 + (yy - 40) ** 2 - 18 ** 2) < 60) & (yy < 40)
+    img = np.full((h, w), 230, np.int16)
+    img[bag | handle] = 70
+    out.append(("bag_grey_61x97", clip(img + noise((h, w), 4))))
+
+    # A shoe on a light background with an alpha channel, 128x128 BGRA.
+    h, w = 128, 128
+    yy, xx = np.mgrid[0:h, 0:w]
+    sole = (yy >= 90) & (yy < 100) & (xx >= 10) & (xx < 118)
+    upper = (yy >= 60) & (yy < 90) & (xx >= 10) & (xx < 118) & ((xx - 10) * 30 > (90 - yy) * 40)
+    img = np.full((h, w, 4), 250, np.int16)
+    img[sole | upper, :3] = (30, 30, 30)
+    img[..., 3] = 255 - (xx // 2)
+    out.append(("sneaker_bgra_128", clip(img + noise((h, w, 4), 3))))
+
+    # Tiny 20x20 colour image (upscaling), and plain noise at 28x28 (no resizing).
+    out.append(("tiny_colour_20x20", clip(rng.integers(0, 256, size=(20, 20, 3), dtype=np.int16))))
+    out.append(("noise_grey_28x28", clip(rng.integers(0, 256, size=(28, 28), dtype=np.int16))))
+    return out
+
+
+def _read_photo(path: Path):
+    """A photo file as decoded pixels, with the runtime's own reader when it has one."""
+    try:
+        from edge_runtime.imageio import read_image
+    except ImportError:
+        read_image = None
+    if read_image is not None:
+        return read_image(path)
+    import cv2
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f"{path}: not a readable image")
+    return image
+
+
+def _raw_outputs(clf, probabilities):
+    """The output tensor's values before dequantization, recovered exactly from `predict`'s floats.
+
+    Dequantization is (q - zero_point) * scale in float32, which is exact and
+    one-to-one for the 256 possible q, so rounding back gives q; we check it.
+    """
+    import numpy as np
+    from edge_runtime.classifier import dequantize
+    spec = clf.output
+    if not spec.quantized:
+        return "float32", [[float(v) for v in row] for row in probabilities]
+    q = np.rint(probabilities / np.float32(spec.scale)) + spec.zero_point
+    q = q.astype(np.int64)
+    if not np.array_equal(dequantize(q, spec.scale, spec.zero_point), probabilities):
+        raise RuntimeError("output values are not exact dequantized integers; can't recover raw outputs")
+    return np.dtype(spec.dtype).name, q.tolist()
+
+
+def _reference_pass(clf, model: Path, images) -> dict:
+    """Raw outputs from a second interpreter of the same package with only reference kernels."""
+    import numpy as np
+    from edge_runtime.classifier import quantize
+    module = sys.modules.get(getattr(clf.backend.factory, "__module__", ""), None)
+    resolver = getattr(module, "OpResolverType", None)
+    if resolver is None:
+        return {"status": "skipped", "detail": f"{clf.backend.package} has no OpResolverType"}
+    interpreter = clf.backend.factory(model_path=str(model), num_threads=1,
+                                      experimental_op_resolver_type=resolver.BUILTIN_REF)
+    interpreter.allocate_tensors()
+    try:
+        ops = [op["op_name"] for op in interpreter._get_ops_details()]
+    except Exception:  # a private helper: its absence only loses information
+        ops = None
+    spec_in, spec_out = clf.input, clf.output
+    x = images[..., None]
+    if spec_in.quantized and not (spec_in.dtype == np.uint8 and spec_in.scale == 1.0 and spec_in.zero_point == 0):
+        x = quantize(x, spec_in.scale, spec_in.zero_point, spec_in.dtype)
+    else:
+        x = x.astype(spec_in.dtype)
+    raw = []
+    for i in range(len(x)):  # batch 1, as the model declares: no resizing
+        interpreter.set_tensor(spec_in.index, x[i:i + 1])
+        interpreter.invoke()
+        out = interpreter.get_tensor(spec_out.index)[0]
+        raw.append(out.tolist() if np.issubdtype(out.dtype, np.integer) else [float(v) for v in out])
+    return {"status": "ok", "detail": "BUILTIN_REF kernels", "raw": raw, "ops": ops}
+
+
+def _checks(args, backend) -> list[dict]:
+    checks = []
+
+    def check(name, ok, detail):
+        checks.append({"name": name, "ok": bool(ok), "detail": str(detail)})
+
+    machine = platform.machine()
+    if args.expect_machine:
+        check("machine", machine == args.expect_machine, f"platform.machine() is {machine!r}, "
+              f"expected {args.expect_machine!r}")
+    check("interpreter", backend is not None and backend.package != "tensorflow",
+          f"{backend.package} {backend.version}" if backend else "none found")
+    if args.forbid_tensorflow:
+        check("tensorflow not imported", "tensorflow" not in sys.modules,
+              "tensorflow is in sys.modules" if "tensorflow" in sys.modules else "not in sys.modules")
+        spec = importlib.util.find_spec("tensorflow")
+        check("tensorflow not installed", spec is None,
+              f"importable from {spec.origin}" if spec else "not importable")
+    return checks
+
+
+def _doctor(model: Path, expect_machine: str | None) -> dict:
+    """`python -m edge_runtime doctor` in this process, output captured."""
+    if importlib.util.find_spec("edge_runtime.doctor") is None:
+        return {"status": "absent", "detail": "this edge_runtime has no doctor command; "
+                                              "pi_check's own checks stand in for it"}
+    from edge_runtime import cli
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(["doctor", "--model", str(model)])
+    except SystemExit as e:  # argparse errors
+        code = e.code if isinstance(e.code, int) else 2
+    except Exception as e:  # a crash is a finding, not a reason to lose the other results
+        err.write(f"{type(e).__name__}: {e}\n")
+        code = -1
+    text = out.getvalue() + err.getvalue()
+    problems = []
+    if code != 0:
+        problems.append(f"exit status {code}")
+    if expect_machine and expect_machine not in text:
+        problems.append(f"does not mention {expect_machine}")
+    if "ai-edge-litert" not in text and "tflite-runtime" not in text:
+        problems.append("names no interpreter package")
+    return {"status": "ok" if not problems else "failed", "detail": "; ".join(problems) or "ok",
+            "exit_code": code, "output": text[-4000:]}
+
+
+def run(args) -> int:
+    t0 = time.perf_counter()
+    timings = {}
+    import numpy as np
+    import edge_runtime
+    from edge_runtime import dataset
+    from edge_runtime.interpreter import find_interpreter
+
+    backend = None
+    try:
+        backend = find_interpreter(allow_tensorflow=not args.forbid_tensorflow)
+    except Exception as e:  # recorded as a failed check below
+        print(f"pi_check: {e}", file=sys.stderr)
+    timings["imports"] = time.perf_counter() - t0
+
+    result = {
+        "schema": SCHEMA,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "packages": {
+            "numpy": np.__version__,
+            "interpreter": f"{backend.package} {backend.version}" if backend else None,
+            "edge_runtime": getattr(edge_runtime, "__version__", None),
+        },
+        "modules": {},
+        "checks": _checks(args, backend),
+    }
+    model = Path(args.model)
+    result["model"] = {"path": str(model), "sha256": _sha256(model.read_bytes())}
+    if backend is None:
+        result["error"] = "no interpreter"
+        return _write(args.out, result, 1)
+
+    t = time.perf_counter()
+    clf = edge_runtime.Classifier(model, num_threads=args.threads)
+    timings["load_model"] = time.perf_counter() - t
+    spec = clf.output
+    result["model"].update(output_dtype=np.dtype(spec.dtype).name, output_scale=spec.scale,
+                           output_zero_point=spec.zero_point, interpreter=clf.backend.package)
+
+    # Identical 28x28 inputs on both machines: the model and interpreter alone.
+    t = time.perf_counter()
+    data_dir = dataset.find_data_dir(args.data_dir)
+    images_path = dataset._file_in(data_dir, dataset.FILES["test_images"])
+    labels_path = dataset._file_in(data_dir, dataset.FILES["test_labels"])
+    images = dataset.read_idx(images_path, dataset.FILES["test_images"])[:args.count]
+    labels = dataset.read_idx(labels_path, dataset.FILES["test_labels"])[:args.count]
+    timings["read_test_set"] = time.perf_counter() - t
+    t = time.perf_counter()
+    probabilities = clf.predict(images)
+    timings["predict_test_set"] = time.perf_counter() - t
+    kind, raw = _raw_outputs(clf, probabilities)
+    predicted = probabilities.argmax(axis=1)
+    result["test_set"] = {
+        "source": str(images_path), "count": int(len(images)),
+        "images_sha256": _sha256(np.ascontiguousarray(images).tobytes()),
+        "labels": labels.tolist(), "raw_dtype": kind, "raw": raw, "predicted": predicted.tolist(),
+        "accuracy": float((predicted == labels).mean()),
+    }
+
+    # The same images through the interpreter's reference kernels: portable
+    # integer C++, the same algorithm on every CPU, so it must agree exactly.
+    t = time.perf_counter()
+    result["reference"] = _reference_pass(clf, model, images)
+    result["model"]["ops"] = result["reference"].pop("ops", None)
+    timings["reference_kernels"] = time.perf_counter() - t
+
+    # End to end: photo -> photo_to_input -> model -> label.
+    t = time.perf_counter()
+    result["photos"] = _photos(clf, args.photos)
+    timings["photos"] = time.perf_counter() - t
+    if result["photos"]["status"] == "ok":
+        import cv2
+        result["packages"]["opencv"] = cv2.__version__
+
+    t = time.perf_counter()
+    result["doctor"] = _doctor(model, args.expect_machine)
+    timings["doctor"] = time.perf_counter() - t
+
+    for name in ("edge_runtime", "numpy", "cv2", "ai_edge_litert", "tflite_runtime"):
+        result["modules"][name] = _module_file(name)
+    for dist in ("fashion-edge-runtime", "numpy", "opencv-python-headless", "ai-edge-litert", "tflite-runtime"):
+        result["packages"].setdefault("dist:" + dist, _dist_version(dist))
+    timings["total"] = time.perf_counter() - t0
+    result["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    return _write(args.out, result, 0)
+
+
+def _photos(clf, photo_dir) -> dict:
+    if importlib.util.find_spec("edge_runtime.photo") is None:
+        return {"status": "skipped", "detail": "edge_runtime.photo is not in this runtime yet", "items": []}
+    import numpy as np
+    sources = [("synthetic", name, lambda im=im: im) for name, im in synthetic_photos()]
+    if photo_dir:
+        files = sorted(p for p in Path(photo_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        sources += [("photo", str(p.relative_to(photo_dir)), lambda p=p: _read_photo(p)) for p in files]
+    items = []
+    for kind, name, load in sources:
+        item = {"kind": kind, "name": name}
+        try:
+            image = np.ascontiguousarray(load())
+            item.update(shape=list(image.shape), image_sha256=_sha256(image.tobytes()))
+            res = clf.classify(image)
+            _, raw = _raw_outputs(clf, res.probabilities[None])
+            item.update(model_input=np.ascontiguousarray(res.model_input, dtype=np.uint8).tobytes().hex(),
+                        raw=raw[0], label=res.best.label, score=round(res.best.score, 6))
+        except Exception as e:  # one bad photo is a recorded finding, not the end of the run
+            item["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+        items.append(item)
+    return {"status": "ok", "detail": f"{len(items)} images", "items": items}
+
+
+def _write(out: str, result: dict, code: int) -> int:
+    """Write the JSON atomically: a reader sees the whole file or none."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(tmp, out)
+    return code
+
+
+# ----------------------------------------------------------------------- compare
+
+def _fmt(values) -> str:
+    return "[" + " ".join(f"{v:3d}" if isinstance(v, int) else f"{v:.6g}" for v in values) + "]"
+
+
+# TFLite's optimized int8/uint8 SOFTMAX uses another algorithm on aarch64
+# (optimized_ops.h: `#if __aarch64__ && __clang__` defines
+# TFLITE_SOFTMAX_USE_UINT16_LUT) than on x86, so a model ending in a
+# quantized softmax may give outputs 1 step apart on a real Pi too. Only that
+# is tolerated, and only for such a model: nothing before the softmax may differ.
+SOFTMAX_NOTE = ("TFLite's int8 softmax uses a uint16 lookup table on aarch64 and another on x86 "
+                "(TFLITE_SOFTMAX_USE_UINT16_LUT), a real Pi differs the same way")
+
+
+def _one_step_allowed(host, pi, strict) -> bool:
+    return (not strict and host["test_set"]["raw_dtype"] != "float32" and pi["machine"] == "aarch64"
+            and "SOFTMAX" in (host["model"].get("ops") or []))
+
+
+def _compare_test_set(host, pi, one_step_ok, say, failures, notes):
+    a, b = host["test_set"], pi["test_set"]
+    exact = a["raw_dtype"] != "float32"
+    ops = host["model"].get("ops") or []
+    identical, one_step, bad = 0, [], []
+    for i, (ra, rb) in enumerate(zip(a["raw"], b["raw"])):
+        diff = max(abs(x - y) for x, y in zip(ra, rb))
+        if diff == 0:
+            identical += 1
+        elif exact and diff == 1 and one_step_ok or not exact and diff <= 1e-5:
+            one_step.append(i)
+        else:
+            bad.append(i)
+    flipped = [i for i, (x, y) in enumerate(zip(a["predicted"], b["predicted"])) if x != y]
+    # A different top label is acceptable only where the host itself had the two within one step.
+    real_flips = [i for i in flipped if not (one_step_ok and abs(a["raw"][i][a["predicted"][i]]
+                                                                   - a["raw"][i][b["predicted"][i]]) <= 1)]
+    n = a["count"]
+    if bad or real_flips:
+        failures.append(f"test set: {len(bad)} of {n} output rows differ, {len(real_flips)} labels differ")
+        say(f"FAIL test set: {len(bad)} of {n} images give different {a['raw_dtype']} outputs"
+            + (" (more than one step)" if one_step_ok else "") + f", {len(real_flips)} a different label")
+        for i in (bad + [j for j in real_flips if j not in bad])[:10]:
+            diff = max(abs(x - y) for x, y in zip(a["raw"][i], b["raw"][i]))
+            say(f"  image {i:4d} (true {a['labels'][i]}): host {_fmt(a['raw'][i])} -> {a['predicted'][i]}")
+            say(f"  {'':16}pi   {_fmt(b['raw'][i])} -> {b['predicted'][i]}  max |diff| {diff:g}")
+        if len(bad) > 10:
+            say(f"  ... and {len(bad) - 10} more")
+        if exact and not one_step_ok and "SOFTMAX" in ops and pi["machine"] == "aarch64":
+            say(f"  (strict: one-step softmax differences count too; {SOFTMAX_NOTE})")
+        return
+    what = "bit-identical" if exact else "within 1e-5"
+    say(f"ok   test set: {n} Fashion-MNIST test images, {identical} {a['raw_dtype']} output rows {what}"
+        + (f", {len(one_step)} one step apart" if one_step else "")
+        + f"; same labels{' but ' + str(len(flipped)) + ' near-ties' if flipped else ''} "
+        f"(accuracy {a['accuracy']:.3f} host, {b['accuracy']:.3f} pi)")
+    if one_step:
+        note = (f"{len(one_step)} of {n} test images: some output values one step apart "
+                f"(images {', '.join(map(str, one_step[:8]))}{', ...' if len(one_step) > 8 else ''}); "
+                + SOFTMAX_NOTE)
+        notes.append(note)
+        say(f"note {note}")
+        for i in one_step[:3]:
+            say(f"  image {i:4d}: host {_fmt(a['raw'][i])}")
+            say(f"  {'':11}pi   {_fmt(b['raw'][i])}")
+
+
+def compare(host: dict, pi: dict, out=sys.stdout, strict: bool = False) -> int:
+    """Print what differs between the host's and the emulated run; 0 if nothing that matters does."""
+    failures, notes = [], []
+
+    def say(line=""):
+        print(line, file=out)
+
+    for name, r in (("host", host), ("pi", pi)):
+        if r.get("schema") != SCHEMA:
+            say(f"FAIL: {name} results are not {SCHEMA}")
+            return 1
+    say(f"{'':22} {'host':34} emulated Pi")
+    rows = [("machine", host["machine"], pi["machine"]), ("python", host["python"], pi["python"])]
+    for key in sorted(set(host["packages"]) | set(pi["packages"])):
+        if not key.startswith("dist:"):
+            rows.append((key, host["packages"].get(key), pi["packages"].get(key)))
+    for key, a, b in rows:
+        say(f"{key:22} {str(a):34} {b}")
+    t_host, t_pi = host.get("timings", {}), pi.get("timings", {})
+    say(f"{'seconds (total)':22} {str(t_host.get('total')):34} {t_pi.get('total')}  "
+        "(emulation: says nothing about a real Pi's speed)")
+    say()
+
+    for check in pi.get("checks", []):
+        say(f"{'ok  ' if check['ok'] else 'FAIL'} pi check {check['name']}: {check['detail']}")
+        if not check["ok"]:
+            failures.append(f"check {check['name']}")
+    if "error" in pi or "error" in host:
+        say(f"FAIL: run error: host {host.get('error')}, pi {pi.get('error')}")
+        return 1
+    if host["model"]["sha256"] != pi["model"]["sha256"]:
+        failures.append("different model files")
+    one_step_ok = _one_step_allowed(host, pi, strict)
+
+    # 1. Test-set images: identical 28x28 inputs on both machines.
+    a, b = host["test_set"], pi["test_set"]
+    if a["images_sha256"] != b["images_sha256"] or a["count"] != b["count"]:
+        failures.append("test images differ between the runs (different IDX files?)")
+        say("FAIL test set: the two runs read different images")
+    else:
+        _compare_test_set(host, pi, one_step_ok, say, failures, notes)
+        ra, rb = host.get("reference", {}), pi.get("reference", {})
+        if ra.get("status") == "ok" and rb.get("status") == "ok":
+            bad = [i for i, (x, y) in enumerate(zip(ra["raw"], rb["raw"])) if x != y]
+            if bad or len(ra["raw"]) != len(rb["raw"]):
+                failures.append(f"reference kernels: {len(bad)} of {len(ra['raw'])} output rows differ")
+                say(f"FAIL reference kernels: {len(bad)} of {len(ra['raw'])} images give different outputs")
+                for i in bad[:10]:
+                    say(f"  image {i:4d}: host {_fmt(ra['raw'][i])}")
+                    say(f"  {'':11}pi   {_fmt(rb['raw'][i])}")
+            else:
+                say(f"ok   reference kernels: {len(ra['raw'])} test images, outputs bit-identical")
+        else:
+            note = f"reference kernels not compared: host {ra.get('detail')}, pi {rb.get('detail')}"
+            notes.append(note)
+            say(f"note {note}")
+
+    # 2. End to end through photo preprocessing.
+    pa, pb = host.get("photos", {}), pi.get("photos", {})
+    if pa.get("status") != "ok" or pb.get("status") != "ok":
+        note = f"photos not compared: host {pa.get('status')} ({pa.get('detail')}), pi {pb.get('status')} ({pb.get('detail')})"
+        if pa.get("status") != pb.get("status"):
+            failures.append(note)
+            say(f"FAIL {note}")
+        else:
+            notes.append(note)
+            say(f"note {note}")
+    else:
+        items_b = {(it["kind"], it["name"]): it for it in pb["items"]}
+        n_exact = n_close = n_step = 0
+        for ia in pa["items"]:
+            key = (ia["kind"], ia["name"])
+            ib = items_b.pop(key, None)
+            where = f"{ia['kind']} {ia['name']}"
+            if ib is None:
+                failures.append(f"{where}: missing on the Pi")
+                say(f"FAIL {where}: not classified on the Pi")
+                continue
+            if "error" in ia or "error" in ib:
+                if ia.get("error") != ib.get("error"):
+                    failures.append(f"{where}: error")
+                    say(f"FAIL {where}: host {ia.get('error', 'ok')} / pi {ib.get('error', 'ok')}")
+                continue
+            if ia["image_sha256"] != ib["image_sha256"]:
+                # Decoding differs (or the synthetic generator does): report, the rest still compares.
+                failures.append(f"{where}: decoded pixels differ")
+                say(f"FAIL {where}: decoded image differs ({ia['shape']} vs {ib['shape']})")
+            xa, xb = bytes.fromhex(ia["model_input"]), bytes.fromhex(ib["model_input"])
+            pixel_diff = max((abs(p - q) for p, q in zip(xa, xb)), default=0)
+            n_pixels = sum(p != q for p, q in zip(xa, xb))
+            if pixel_diff == 0:
+                step = max(abs(x - y) for x, y in zip(ia["raw"], ib["raw"]))
+                if step == 0 and ia["label"] == ib["label"]:
+                    n_exact += 1
+                elif step == 1 and one_step_ok and ia["label"] == ib["label"]:
+                    n_step += 1
+                    notes.append(f"{where}: output one step apart ({SOFTMAX_NOTE})")
+                    say(f"note {where}: same 28x28 input, outputs one step apart, same label")
+                else:
+                    failures.append(f"{where}: same model input, different output")
+                    say(f"FAIL {where}: same 28x28 input, different output")
+                    say(f"  host {_fmt(ia['raw'])} {ia['label']}")
+                    say(f"  pi   {_fmt(ib['raw'])} {ib['label']}")
+            elif pixel_diff <= PREPROCESS_TOLERANCE and ia["label"] == ib["label"]:
+                n_close += 1
+                notes.append(f"{where}: {n_pixels} of 784 model-input pixels differ by 1 (cv2.resize rounding)")
+                say(f"note {where}: {n_pixels} model-input pixels differ by 1 (cv2.resize rounding), same label")
+            else:
+                failures.append(f"{where}: preprocessing differs")
+                say(f"FAIL {where}: model input differs in {n_pixels} pixels (max {pixel_diff}); "
+                    f"label host {ia['label']!r} pi {ib['label']!r}")
+        for key in items_b:
+            failures.append(f"{key[0]} {key[1]}: only on the Pi")
+        say(f"{'ok  ' if not failures else '    '} photos: {n_exact} of {len(pa['items'])} identical end to end"
+            + (f", {n_step} one output step apart" if n_step else "")
+            + (f", {n_close} within ±{PREPROCESS_TOLERANCE} grey level with the same label" if n_close else ""))
+
+    # 3. doctor.
+    d = pi.get("doctor", {})
+    if d.get("status") == "failed":
+        failures.append("doctor")
+        say(f"FAIL doctor under emulation: {d.get('detail')}")
+        say("  " + "\n  ".join(d.get("output", "").strip().splitlines()[-15:]))
+    elif d.get("status") == "ok":
+        say("ok   doctor under emulation")
+    else:
+        notes.append(f"doctor: {d.get('detail')}")
+        say(f"note doctor: {d.get('detail')}")
+
+    say()
+    if failures:
+        say(f"pi-check FAILED ({pi['machine']}): " + "; ".join(failures))
+        return 1
+    say(f"pi-check passed: {pi['machine']} under emulation matches {host['machine']}")
+    return 0
+
+
+# -------------------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="classify the fixed inputs and write raw outputs as JSON")
+    r.add_argument("--model", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--count", type=int, default=200, help="how many test images (from the first)")
+    r.add_argument("--data_dir", default=None, help="Fashion-MNIST IDX directory (default: the loader's search)")
+    r.add_argument("--photos", default=None, help="a directory of real photos to classify too")
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--expect-machine", default=None, help="fail unless platform.machine() is this")
+    r.add_argument("--forbid-tensorflow", action="store_true", help="fail if TensorFlow is importable")
+    c = sub.add_parser("compare", help="compare the host's and the emulated run's JSON")
+    c.add_argument("host")
+    c.add_argument("pi")
+    c.add_argument("--strict", action="store_true",
+                   help="no tolerance at all, not even the aarch64 softmax's one step")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return run(args)
+    try:
+        host, pi = (json.loads(Path(p).read_text()) for p in (args.host, args.pi))
+    except (OSError, ValueError) as e:
+        print(f"error: can't read results: {e}", file=sys.stderr)
+        return 2
+    return compare(host, pi, strict=args.strict)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""How a model does on real phone photos: `python -m tools.real_photos --model M`.
+
+Uses the labelled photo set in ../shared/real-photos (269 photos of 9
+Fashion-MNIST classes, no bags, plus 47 out-of-distribution items: hats,
+shorts, skirts; see its README.md). The set is outside this project and the
+project never depends on it: without it this tool says so and stops.
+
+For each preprocessing (ours, `photo_to_input`, and with --naive the
+baseline, `naive_photo_to_input`) it reports:
+- top-1 accuracy on the in-distribution photos, overall and per class,
+  and a confusion matrix;
+- at --threshold: how many in-distribution photos are called `unknown`,
+  and how many out-of-distribution photos are called `unknown` (good) versus
+  a confident wrong class (bad).
+
+Prints a Markdown summary and writes results.json, results.md and a montage
+of the model inputs per preprocessing (inputs_<name>.png) into --out.
+The set is small (13 to 75 photos per class): differences of a few points
+are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PHOTOS = ROOT.parent / "shared" / "real-photos"
+OOD = -1  # label_index of out-of-distribution photos in labels.csv
+
+
+def read_labels(photos_dir: Path) -> list[tuple[Path, int]]:
+    """(photo path, label index or -1) for every row of labels.csv."""
+    with open(photos_dir / "labels.csv", newline="") as f:
+        return [(photos_dir / row["file"], int(row["label_index"])) for row in csv.DictReader(f)]
+
+
+def model_inputs(paths: list[Path], preprocess, size) -> np.ndarray:
+    """(N, h, w) uint8 model inputs for the photos."""
+    from edge_runtime.imageio import read_image
+    return np.stack([preprocess(read_image(p), size) for p in paths])
+
+
+def confusion(truth: np.ndarray, predicted: np.ndarray, n: int) -> np.ndarray:
+    """(n, n) counts, rows = true class, columns = predicted class. Pure."""
+    matrix = np.zeros((n, n), np.int64)
+    np.add.at(matrix, (truth, predicted), 1)
+    return matrix
+
+
+def evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float, names: list[str]) -> dict:
+    """All figures for one preprocessing from (N, C) probabilities and labels (-1 = OOD). Pure."""
+    predicted, top = probabilities.argmax(1), probabilities.max(1)
+    unknown = top < threshold
+    known = labels != OOD
+    truth, pred = labels[known], predicted[known]
+    per_class = {}
+    for c, name in enumerate(names):
+        mask = truth == c
+        if mask.any():
+            per_class[name] = {"photos": int(mask.sum()), "accuracy": float((pred[mask] == c).mean())}
+    ood = ~known
+    confident = ~unknown
+    return {
+        "photos": int(known.sum()),
+        "accuracy": float((pred == truth).mean()),
+        "per_class": per_class,
+        "confusion": confusion(truth, pred, len(names)).tolist(),
+        "in_distribution_unknown": float(unknown[known].mean()),
+        "accuracy_of_confident": float((pred[confident[known]] == truth[confident[known]]).mean())
+        if confident[known].any() else None,
+        "confident_wrong": float((confident[known] & (predicted[known] != labels[known])).mean()),
+        "ood_photos": int(ood.sum()),
+        "ood_unknown": float(unknown[ood].mean()) if ood.any() else None,
+        "ood_confident": float(confident[ood].mean()) if ood.any() else None,
+        "ood_confident_as": {names[c]: int(n) for c, n in
+                             zip(*np.unique(predicted[ood & confident], return_counts=True))},
+    }
+
+
+def pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def markdown(report: dict) -> str:
+    """The summary tables. Pure."""
+    names, results = report["labels"], report["results"]
+    classes = [n for n in names if n in next(iter(results.values()))["per_class"]]
+    lines = [f"# Real photos: {report['model']}", "",
+             f"{report['in_distribution']} labelled photos of {len(classes)} classes and "
+             f"{report['out_of_distribution']} out-of-distribution photos from {report['photos_dir']}; "
+             f"threshold {report['threshold']}.", "",
+             "| preprocessing | top-1 | confident wrong | in-dist. unknown | OOD unknown | OOD confident |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {pct(r['accuracy'])} | {pct(r['confident_wrong'])} | "
+                     f"{pct(r['in_distribution_unknown'])} | {pct(r['ood_unknown'])} | {pct(r['ood_confident'])} |")
+    lines += ["", "Top-1 accuracy per class:", "",
+              "| class | photos | " + " | ".join(results) + " |",
+              "|---|---:|" + "---:|" * len(results)]
+    for c in classes:
+        photos = next(iter(results.values()))["per_class"][c]["photos"]
+        lines.append(f"| {c} | {photos} | " + " | ".join(pct(r["per_class"][c]["accuracy"]) for r in results.values())
+                     + " |")
+    for name, r in results.items():
+        lines += ["", f"Confusion matrix, {name} (rows: true class, columns: predicted):", "",
+                  "| true \\ predicted | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for c, row in enumerate(r["confusion"]):
+            if names[c] in classes:
+                lines.append(f"| {names[c]} | " + " | ".join(str(v) if v else "·" for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def montage(inputs: np.ndarray, columns: int = 20, scale: int = 2) -> np.ndarray:
+    """Model inputs side by side with a gray grid, for a person to look at. Pure."""
+    n, h, w = inputs.shape
+    rows = -(-n // columns)
+    sheet = np.full((rows * (h + 1) + 1, columns * (w + 1) + 1), 96, np.uint8)
+    for i, image in enumerate(inputs):
+        r, c = divmod(i, columns)
+        sheet[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = image
+    return np.kron(sheet, np.ones((scale, scale), np.uint8))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tools.real_photos", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True, help="a .tflite model with metadata")
+    parser.add_argument("--photos_dir", type=Path, default=DEFAULT_PHOTOS, help="the labelled photo set")
+    parser.add_argument("--threshold", type=float, default=0.5, help="top score below this = unknown")
+    parser.add_argument("--naive", action="store_true", help="also evaluate the naive baseline preprocessing")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/real_photos"), help="output directory")
+    parser.add_argument("--threads", type=int, default=1, help="interpreter threads")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not (args.photos_dir / "labels.csv").is_file():
+        print(f"error: no labelled photos at {args.photos_dir} (expected labels.csv and photos/); this "
+              "evaluation needs the real-photos set, pass --photos_dir DIR", file=sys.stderr)
+        return 2
+    import cv2
+
+    from edge_runtime import photo
+    from edge_runtime.classifier import Classifier
+    from edge_runtime.errors import EdgeError
+
+    try:
+        classifier = Classifier(args.model, num_threads=args.threads)
+        rows = read_labels(args.photos_dir)
+        paths, labels = [p for p, _ in rows], np.array([label for _, label in rows])
+        variants = {"photo_to_input": photo.photo_to_input}
+        if args.naive:
+            variants["naive"] = photo.naive_photo_to_input
+        results = {}
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, preprocess in variants.items():
+            inputs = model_inputs(paths, preprocess, classifier.input_size)
+            cv2.imwrite(str(args.out / f"inputs_{name}.png"), montage(inputs))
+            probabilities = classifier.predict(inputs)
+            results[name] = evaluate(probabilities, labels, args.threshold, classifier.labels)
+            results[name]["predictions"] = [
+                {"file": str(p.relative_to(args.photos_dir)), "label": int(t), "predicted": int(q.argmax()),
+                 "score": round(float(q.max()), 4)} for p, t, q in zip(paths, labels, probabilities)]
+    except EdgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+
+    report = {"model": str(args.model), "photos_dir": str(args.photos_dir), "threshold": args.threshold,
+              "interpreter": f"{classifier.backend.package} {classifier.backend.version}",
+              "labels": classifier.labels, "in_distribution": int((labels != OOD).sum()),
+              "out_of_distribution": int((labels == OOD).sum()), "results": results}
+    text = markdown(report)
+    (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "results.md").write_text(text)
+    print(text)
+    print(f"wrote {args.out}/results.json, results.md and inputs_*.png", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""python -m train: train a Fashion-MNIST model (see train/config.py for every flag)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from edge_runtime.errors import EdgeError
+
+from .config import add_config_arguments, config_from_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="start from a config JSON (e.g. a run's config.json or make tune's best)")
+    parser.add_argument("--resume", action="store_true", help="continue runs/<name> from its last checkpoint")
+    parser.add_argument("--no_reports", action="store_true", help="skip the PNG reports")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+        if args.resume and not config.name:
+            raise ValueError("--resume needs --name of the run to continue")
+    except (ValueError, OSError) as e:
+        parser.error(str(e))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from . import trainer  # TensorFlow loads here, after the arguments are known to be good
+    try:
+        trainer.run(config, resume=args.resume, make_reports=not args.no_reports)
+    except (EdgeError, FileNotFoundError, FileExistsError, ValueError) as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

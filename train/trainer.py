@@ -1,0 +1,292 @@
+"""Train one model and leave everything the converter and a person need in
+one run directory:
+
+    runs/<name>/
+      config.json     the TrainConfig (written first)
+      model.keras     best weights by validation accuracy (atomic; also after Ctrl-C)
+      checkpoint.keras + checkpoint.json   last finished epoch, for --resume
+      history.json    per-epoch loss/accuracy, train and validation
+      metrics.json    test accuracy/loss, per-class P/R/F1, params, MACs, wall time
+      *.png           learning curves, confusion matrix, samples, test montage
+    runs/latest -> <name>   (replaced atomically when a run finishes)
+
+The test set is touched once, after training, with the best weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime import atomic, dataset
+from edge_runtime.contract import CLASS_NAMES
+
+from . import augment
+from .config import TrainConfig
+
+CHECKPOINT_STATE = "checkpoint.json"
+
+
+# -- data --------------------------------------------------------------------
+@dataclass
+class Split:
+    train_x: np.ndarray  # uint8 (N, 28, 28)
+    train_y: np.ndarray  # uint8 (N,)
+    val_x: np.ndarray
+    val_y: np.ndarray
+
+
+def stratified_split(images: np.ndarray, labels: np.ndarray, val_size: int, seed: int,
+                     train_limit: int | None = None) -> Split:
+    """Hold out val_size images, the same number from every class. Pure given the seed."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per_class = val_size // len(classes)
+    val_idx, train_idx = [], []
+    for c in classes:
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        val_idx.append(idx[:per_class])
+        train_idx.append(idx[per_class:])
+    val_idx = np.sort(np.concatenate(val_idx))
+    train_idx = rng.permutation(np.concatenate(train_idx))
+    if train_limit:
+        train_idx = train_idx[:train_limit]
+    return Split(images[train_idx], labels[train_idx], images[val_idx], labels[val_idx])
+
+
+def one_hot(labels: np.ndarray, n: int = len(CLASS_NAMES)) -> np.ndarray:
+    return np.eye(n, dtype=np.float32)[labels]
+
+
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The generator for one epoch's shuffle and augmentation: a function of (seed, epoch)
+    only, so a resumed run sees exactly the batches an uninterrupted one would."""
+    return np.random.default_rng([seed, epoch])
+
+
+def _batches_class():
+    import keras
+
+    class AugmentedBatches(keras.utils.PyDataset):
+        """One freshly augmented, shuffled copy of the training set per epoch."""
+
+        def __init__(self, x, y, batch_size, aug: augment.AugmentConfig, seed: int, first_epoch: int = 0):
+            super().__init__()
+            self.x, self.y, self.batch_size, self.aug, self.seed = x, one_hot(y), batch_size, aug, seed
+            self.epoch = first_epoch
+            self._prepare()
+
+        def _prepare(self):
+            rng = epoch_rng(self.seed, self.epoch)
+            order = rng.permutation(len(self.x))
+            x = self.x[order]
+            self.ex = augment.augment(x, self.aug, rng) if self.aug.enabled else x
+            self.ey = self.y[order]
+
+        def __len__(self):
+            return math.ceil(len(self.x) / self.batch_size)
+
+        def __getitem__(self, i):
+            s = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            return self.ex[s][..., None], self.ey[s]
+
+        def on_epoch_end(self):
+            self.epoch += 1
+            self._prepare()
+
+    return AugmentedBatches
+
+
+# -- callbacks ---------------------------------------------------------------
+def _callbacks(run_dir: Path, config: TrainConfig, start_time: float, best_so_far: float):
+    import keras
+
+    class Progress(keras.callbacks.Callback):
+        """One line per epoch, checkpoints written atomically, early stopping and a time budget."""
+
+        def __init__(self):
+            super().__init__()
+            self.best = best_so_far
+            self.wait = 0
+            self.epoch_start = time.time()
+            self.epoch_seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_start = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            seconds = time.time() - self.epoch_start
+            self.epoch_seconds.append(seconds)
+            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            val_acc = logs.get("val_accuracy", 0.0)
+            improved = val_acc > self.best
+            print(f"epoch {epoch + 1:3d}/{config.epochs}  loss {logs.get('loss', 0):.4f}  acc {logs.get('accuracy', 0):.4f}"
+                  f"  val_loss {logs.get('val_loss', 0):.4f}  val_acc {val_acc:.4f}  lr {lr:.2e}  {seconds:5.1f}s"
+                  + ("  *best" if improved else ""), flush=True)
+            _append_history(run_dir, epoch, logs, lr, seconds)
+            if improved:
+                self.best, self.wait = val_acc, 0
+                with atomic.atomic_path(run_dir / "model.keras", keep_suffix=True) as tmp:
+                    self.model.save(tmp)
+            else:
+                self.wait += 1
+            # The resume checkpoint: model with optimizer state, then the epoch it finished.
+            with atomic.atomic_path(run_dir / "checkpoint.keras", keep_suffix=True) as tmp:
+                self.model.save(tmp)
+            atomic.write_text(run_dir / CHECKPOINT_STATE, json.dumps({"epoch": epoch, "best_val_accuracy": self.best}))
+            if self.wait >= config.patience:
+                print(f"early stop: val_accuracy has not improved for {config.patience} epochs", flush=True)
+                self.model.stop_training = True
+            if config.max_minutes is not None:
+                elapsed = time.time() - start_time
+                if elapsed + np.median(self.epoch_seconds) > config.max_minutes * 60:
+                    print(f"time budget: {elapsed / 60:.1f} of {config.max_minutes} minutes used, "
+                          "no room for another epoch", flush=True)
+                    self.model.stop_training = True
+
+    return Progress()
+
+
+def _append_history(run_dir: Path, epoch: int, logs: dict, lr: float, seconds: float) -> None:
+    path = run_dir / "history.json"
+    history = json.loads(path.read_text()) if path.exists() else []
+    history = [h for h in history if h["epoch"] < epoch + 1]  # a resumed run rewrites later epochs
+    history.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}, "lr": lr, "seconds": seconds})
+    atomic.write_text(path, json.dumps(history, indent=1))
+
+
+# -- model -------------------------------------------------------------------
+def build_and_compile(config: TrainConfig, steps_per_epoch: int):
+    import keras
+
+    from . import models
+    model = models.build(config.model, width=config.width, dropout=config.dropout)
+    total = max(1, config.epochs * steps_per_epoch)
+    if config.lr_schedule == "cosine":
+        warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0, decay_steps=max(1, total - warmup),
+            warmup_target=config.learning_rate, warmup_steps=warmup)
+    elif config.lr_schedule == "constant":
+        lr = config.learning_rate
+    else:
+        raise ValueError(f"lr_schedule must be cosine or constant, not {config.lr_schedule!r}")
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+                  metrics=["accuracy"])
+    return model
+
+
+# -- evaluation --------------------------------------------------------------
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n: int = len(CLASS_NAMES)) -> dict:
+    """Accuracy, confusion matrix (rows true, columns predicted) and per-class P/R/F1. Pure."""
+    cm = np.zeros((n, n), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    tp = np.diag(cm).astype(float)
+    precision = np.divide(tp, cm.sum(0), out=np.zeros(n), where=cm.sum(0) > 0)
+    recall = np.divide(tp, cm.sum(1), out=np.zeros(n), where=cm.sum(1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n), where=(precision + recall) > 0)
+    return {
+        "accuracy": float(tp.sum() / max(1, cm.sum())),
+        "confusion_matrix": cm.tolist(),
+        "per_class": [{"class": CLASS_NAMES[i] if n == len(CLASS_NAMES) else str(i),
+                       "precision": round(float(precision[i]), 4), "recall": round(float(recall[i]), 4),
+                       "f1": round(float(f1[i]), 4)} for i in range(n)],
+    }
+
+
+# -- the whole run -----------------------------------------------------------
+def run(config: TrainConfig, resume: bool = False, make_reports: bool = True) -> Path:
+    import keras
+
+    from . import models
+    start = time.time()
+    name = config.name or f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(config.out_dir) / name
+    if resume:
+        if not (run_dir / CHECKPOINT_STATE).is_file():
+            raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from (looked for {CHECKPOINT_STATE})")
+    elif (run_dir / "model.keras").exists():
+        raise FileExistsError(f"{run_dir} already holds a trained model; pick another --name or pass --resume")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(run_dir / "config.json", config.to_json())
+    print(f"run directory: {run_dir}\nconfig:\n{config.to_json()}", flush=True)
+
+    data = dataset.load(config.data_dir, allow_download=True)
+    split = stratified_split(data.train_images, data.train_labels, config.val_size, config.seed, config.train_limit)
+    print(f"data: {data.source}  train {len(split.train_x)}  validation {len(split.val_x)}  "
+          f"test {len(data.test_images)} (used once, at the end)", flush=True)
+
+    keras.utils.set_random_seed(config.seed)
+    steps = math.ceil(len(split.train_x) / config.batch_size)
+    first_epoch, best = 0, -1.0
+    if resume:
+        state = json.loads((run_dir / CHECKPOINT_STATE).read_text())
+        first_epoch, best = state["epoch"] + 1, state["best_val_accuracy"]
+        model = keras.models.load_model(run_dir / "checkpoint.keras")
+        print(f"resuming after epoch {first_epoch} (best val_accuracy so far {best:.4f})", flush=True)
+    else:
+        model = build_and_compile(config, steps)
+    print(f"model {config.model}: {model.count_params():,} parameters, "
+          f"{models.count_macs(model) / 1e6:.2f}M MACs per image", flush=True)
+
+    aug = augment.AugmentConfig(config.max_shift, config.flip, config.erase_prob, 0.3,
+                                config.contrast_prob, config.blur_prob)
+    batches = _batches_class()(split.train_x, split.train_y, config.batch_size, aug, config.seed, first_epoch)
+    progress = _callbacks(run_dir, config, start, best)
+    interrupted = False
+    if first_epoch < config.epochs:
+        try:
+            model.fit(batches, epochs=config.epochs, initial_epoch=first_epoch, verbose=0,
+                      validation_data=(split.val_x[..., None], one_hot(split.val_y)), callbacks=[progress])
+        except KeyboardInterrupt:
+            interrupted = True
+            print("\ninterrupted: finishing with the best checkpoint so far (Ctrl-C again to abort)", flush=True)
+    train_seconds = time.time() - start
+    if not (run_dir / "model.keras").exists():
+        raise RuntimeError("training stopped before the first epoch finished; nothing to keep")
+
+    best_model = keras.models.load_model(run_dir / "model.keras")
+    probabilities = best_model.predict(data.test_images[..., None], batch_size=512, verbose=0)
+    predicted = probabilities.argmax(1)
+    test_loss = float(keras.losses.CategoricalCrossentropy()(one_hot(data.test_labels), probabilities))
+    metrics = {
+        "model": config.model,
+        "test_accuracy": None,  # filled below, kept first for people reading the file
+        "test_loss": test_loss,
+        "best_val_accuracy": progress.best,
+        "epochs_run": len(json.loads((run_dir / "history.json").read_text())),
+        "interrupted": interrupted,
+        "parameters": int(best_model.count_params()),
+        "macs_per_image": models.count_macs(best_model),
+        "train_seconds": round(train_seconds, 1),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "versions": _versions(),
+        **classification_metrics(data.test_labels, predicted),
+    }
+    metrics["test_accuracy"] = metrics.pop("accuracy")
+    atomic.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    print(f"test accuracy {metrics['test_accuracy']:.4f}  loss {test_loss:.4f}  "
+          f"({metrics['epochs_run']} epochs, {train_seconds / 60:.1f} min)", flush=True)
+
+    if make_reports:
+        from . import reports
+        reports.write_all(run_dir, split, data.test_images, data.test_labels, predicted, metrics)
+    atomic.replace_symlink(Path(config.out_dir) / "latest", name)
+    print(f"wrote {run_dir}; {Path(config.out_dir) / 'latest'} -> {name}", flush=True)
+    return run_dir
+
+
+def _versions() -> dict:
+    import keras
+    import tensorflow as tf
+    return {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
