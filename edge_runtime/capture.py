@@ -235,17 +235,17 @@ class FrameStream:
     `sleep` and `clock` are injectable so tests run without waiting.
     """
 
-    def __init__(self, spec: SourceSpec, opener: Callable[[SourceSpec], Capture] = open_capture,
+    def __init__(self, spec: SourceSpec, opener: Callable[[SourceSpec], Capture] | None = None,
                  backoff: Backoff = Backoff(), loop: bool = False, sleep: Callable[[float], object] | None = None,
                  clock: Callable[[], float] = time.monotonic, log: Callable[[str], None] = log_stderr):
-        self.spec, self.opener, self.backoff, self.loop = spec, opener, backoff, loop
+        self.spec, self.opener, self.backoff, self.loop = spec, opener or open_capture, backoff, loop
         self._stop = threading.Event()
         # Default sleep waits on the stop event, so SIGTERM during a backoff wait exits at once.
         self.sleep = sleep or self._stop.wait
         self.clock, self.log = clock, log
         self.retries = 0  # failed reads of a live source, over the whole run
         self.reopens = 0
-        self.capture: Capture | None = opener(spec)  # errors opening the first time go to the user as-is
+        self.capture: Capture | None = self.opener(spec)  # errors opening the first time go to the user as-is
 
     def stop(self) -> None:
         self._stop.set()

@@ -45,7 +45,13 @@ MODE = "mix"
 SPREAD_K = 2.0
 KERNEL_FRACTION = 0.04
 BLUR_FRACTION = 0.01
-GARMENT_FLOOR = 48  # output intensity of the faintest garment pixel (0 is background)
+GARMENT_FLOOR = 48
+KEEP = 0.3
+INVERT = "background"
+STRETCH = "pct"
+MIN_SPAN = 64.0
+SHARPEN = 0.5
+MARGIN = 0.0  # output intensity of the faintest garment pixel (0 is background)
 
 
 # -- 1. input normalisation ---------------------------------------------------
@@ -174,7 +180,7 @@ def clean_mask(mask: np.ndarray) -> np.ndarray:
     return m.astype(bool)
 
 
-def main_blobs(mask: np.ndarray, keep_fraction: float = 0.3) -> np.ndarray:
+def main_blobs(mask: np.ndarray, keep_fraction: float | None = None) -> np.ndarray:
     """The largest connected component plus any at least `keep_fraction` of its size. bool (H, W).
 
     One garment is one blob; a pair of shoes or trouser legs seen apart may be
@@ -183,6 +189,7 @@ def main_blobs(mask: np.ndarray, keep_fraction: float = 0.3) -> np.ndarray:
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if count <= 1:
         return np.zeros_like(mask, dtype=bool)
+    keep_fraction = KEEP if keep_fraction is None else keep_fraction
     areas = stats[1:, cv2.CC_STAT_AREA]  # component 0 is the background
     keep = 1 + np.flatnonzero(areas >= keep_fraction * areas.max())
     return np.isin(labels, keep)
@@ -244,10 +251,12 @@ def garment_intensity(gray: np.ndarray, light_background: bool) -> np.ndarray:
     On a light background we do the same; on a dark background the garment
     is usually the lighter thing, so we keep it as it is.
     """
+    if INVERT == "always":
+        return 255 - gray
     return 255 - gray if light_background else gray
 
 
-def stretch(values: np.ndarray, mask: np.ndarray, floor: int = GARMENT_FLOOR) -> np.ndarray:
+def stretch(values: np.ndarray, mask: np.ndarray, floor: int | None = None) -> np.ndarray:
     """Map garment intensities to floor..255 and the background to exactly 0. uint8 (H, W).
 
     The garment's 2nd..98th percentile becomes floor..255: every Fashion-MNIST
@@ -255,11 +264,14 @@ def stretch(values: np.ndarray, mask: np.ndarray, floor: int = GARMENT_FLOOR) ->
     inversion) distinguishable from the background. A nearly uniform garment
     is not amplified beyond a range of 64 levels, so sensor noise stays noise.
     """
+    floor = GARMENT_FLOOR if floor is None else floor
     if not mask.any():
         return np.zeros_like(values)
+    if STRETCH == "none":
+        return np.where(mask, np.maximum(values, floor), 0).astype(np.uint8)
     inside = values[mask].astype(np.float32)
     lo, hi = np.percentile(inside, [2, 98])
-    span = max(hi - lo, 64.0)
+    span = max(hi - lo, MIN_SPAN)
     lo = hi - span
     out = floor + (values.astype(np.float32) - lo) * ((255.0 - floor) / span)
     out = np.clip(out, floor, 255.0)
@@ -285,12 +297,13 @@ def fit_to_canvas(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return canvas
 
 
-def sharpen(image: np.ndarray, amount: float = 0.5) -> np.ndarray:
+def sharpen(image: np.ndarray, amount: float | None = None) -> np.ndarray:
     """Unsharp mask (Gaussian sigma 1 px), as in the dataset's recipe; 0 stays 0. uint8 (H, W).
 
     Downscaling blurs edges and seams; the dataset's images were sharpened
     after their resize, so ours are too.
     """
+    amount = SHARPEN if amount is None else amount
     blurred = cv2.GaussianBlur(image.astype(np.float32), (0, 0), 1.0)
     out = image + amount * (image - blurred)
     out = np.where(image > 0, out, 0)  # sharpening must not put halos on the background
@@ -319,7 +332,7 @@ def photo_to_input(image: np.ndarray, size: tuple[int, int] = DEFAULT_SIZE) -> n
     mask, background = garment_mask(bgr)  # bool (h, w), Lab (3,)
     if not mask.any():
         return np.zeros(size, np.uint8)
-    rows, cols = bounding_box(mask)
+    rows, cols = bounding_box(mask, MARGIN)
     gray = cv2.cvtColor(bgr[rows, cols], cv2.COLOR_BGR2GRAY)  # (crop h, crop w)
     garment = stretch(garment_intensity(gray, is_light(background)), mask[rows, cols])
     return full_range(sharpen(fit_to_canvas(garment, size)))

@@ -43,10 +43,15 @@ from pathlib import Path
 
 SCHEMA = "fashion-edge-pi-check/1"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp")
-# cv2.resize (INTER_AREA / INTER_LINEAR) may round differently on ARM and x86
-# (NEON vs SSE paths): model inputs made from the same photo may differ by
-# this many grey levels. Anything more is a failure.
-PREPROCESS_TOLERANCE = 1
+# OpenCV's float code paths (colour conversion, resize, blur) round differently
+# with NEON than with SSE/AVX, and photo preprocessing chains several of them:
+# the 28x28 model inputs made from the same photo may differ a little. Seen:
+# at most 3 pixels, by at most 2 grey levels. A photo whose model input
+# differs more than this, or whose label changes (unless the host's own scores
+# for the two labels were within NEAR_TIE output steps), fails the check.
+PREPROCESS_MAX_PIXELS = 16  # of 784
+PREPROCESS_MAX_LEVELS = 8
+NEAR_TIE = 2
 
 
 # --------------------------------------------------------------------------- run
@@ -215,7 +220,7 @@ def _checks(args, backend) -> list[dict]:
 
 
 def _doctor(model: Path, expect_machine: str | None) -> dict:
-    """`python -m edge_runtime doctor` in this process, output captured."""
+    """`python -m edge_runtime doctor --json` in this process (the CLI's own path), output captured."""
     if importlib.util.find_spec("edge_runtime.doctor") is None:
         return {"status": "absent", "detail": "this edge_runtime has no doctor command; "
                                               "pi_check's own checks stand in for it"}
@@ -223,22 +228,32 @@ def _doctor(model: Path, expect_machine: str | None) -> dict:
     out, err = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = cli.main(["doctor", "--model", str(model)])
+            code = cli.main(["doctor", "--json", "--model", str(model)])
     except SystemExit as e:  # argparse errors
         code = e.code if isinstance(e.code, int) else 2
     except Exception as e:  # a crash is a finding, not a reason to lose the other results
-        err.write(f"{type(e).__name__}: {e}\n")
-        code = -1
-    text = out.getvalue() + err.getvalue()
-    problems = []
+        return {"status": "failed", "detail": f"python -m edge_runtime doctor crashed: {type(e).__name__}: {e}",
+                "exit_code": None, "output": (out.getvalue() + err.getvalue())[-4000:]}
+    text = out.getvalue()
+    result = {"exit_code": code, "output": (text + err.getvalue())[-4000:]}
+    try:
+        checks = json.loads(text)["checks"]
+    except (ValueError, KeyError, TypeError):
+        return dict(result, status="failed", detail=f"exit status {code}, output is not doctor's JSON")
+    by_name = {c.get("name"): c for c in checks}
+    problems = [f"{c['name']}: {c['detail']}" for c in checks if c.get("status") == "FAIL"]
     if code != 0:
-        problems.append(f"exit status {code}")
-    if expect_machine and expect_machine not in text:
-        problems.append(f"does not mention {expect_machine}")
-    if "ai-edge-litert" not in text and "tflite-runtime" not in text:
-        problems.append("names no interpreter package")
-    return {"status": "ok" if not problems else "failed", "detail": "; ".join(problems) or "ok",
-            "exit_code": code, "output": text[-4000:]}
+        problems.insert(0, f"exit status {code}")
+    arch = by_name.get("architecture", {}).get("detail", "")
+    if expect_machine and not arch.startswith(expect_machine):
+        problems.append(f"architecture check says {arch!r}, expected {expect_machine}")
+    working = [c for c in checks if c.get("status") == "ok"
+               and any(k in c.get("name", "") + c.get("detail", "") for k in ("ai-edge-litert", "tflite-runtime"))]
+    if not working:
+        problems.append("reports no working interpreter")
+    result["checks"] = [f"{c.get('status')} {c.get('name')}: {c.get('detail')}" for c in checks]
+    return dict(result, status="failed" if problems else "ok",
+                detail="; ".join(problems) or f"ready; architecture {arch}")
 
 
 def run(args) -> int:
@@ -311,7 +326,7 @@ def run(args) -> int:
 
     # End to end: photo -> photo_to_input -> model -> label.
     t = time.perf_counter()
-    result["photos"] = _photos(clf, args.photos)
+    result["photos"] = _photos(clf, args.photos, args.photo_limit)
     timings["photos"] = time.perf_counter() - t
     if result["photos"]["status"] == "ok":
         import cv2
@@ -330,13 +345,15 @@ def run(args) -> int:
     return _write(args.out, result, 0)
 
 
-def _photos(clf, photo_dir) -> dict:
+def _photos(clf, photo_dir, photo_limit: int = 0) -> dict:
     if importlib.util.find_spec("edge_runtime.photo") is None:
         return {"status": "skipped", "detail": "edge_runtime.photo is not in this runtime yet", "items": []}
     import numpy as np
     sources = [("synthetic", name, lambda im=im: im) for name, im in synthetic_photos()]
     if photo_dir:
         files = sorted(p for p in Path(photo_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if 0 < photo_limit < len(files):  # evenly spread over the sorted names: every category, fewer photos
+            files = [files[i * len(files) // photo_limit] for i in range(photo_limit)]
         sources += [("photo", str(p.relative_to(photo_dir)), lambda p=p: _read_photo(p)) for p in files]
     items = []
     for kind, name, load in sources:
@@ -430,6 +447,80 @@ def _compare_test_set(host, pi, one_step_ok, say, failures, notes):
             say(f"  {'':11}pi   {_fmt(b['raw'][i])}")
 
 
+def _argmax(values) -> int:
+    return max(range(len(values)), key=lambda i: (values[i], -i))  # ties: the lower index, like top_k
+
+
+def _compare_photos(items_a, items_b, one_step_ok, say, failures, notes):
+    """Photos go through OpenCV's float code (colour conversion, resizing, blur), which
+    may round differently on ARM: model inputs may differ a little, labels may not."""
+    by_key = {(it["kind"], it["name"]): it for it in items_b}
+    counts = {"identical": 0, "one step": 0, "close": 0}
+    shown = 0
+    for ia in items_a:
+        key = (ia["kind"], ia["name"])
+        ib = by_key.pop(key, None)
+        where = f"{ia['kind']} {ia['name']}"
+
+        def fail(reason, *lines):
+            failures.append(f"{where}: {reason}")
+            say(f"FAIL {where}: {reason}")
+            for line in lines:
+                say("  " + line)
+
+        if ib is None:
+            fail("not classified on the Pi")
+            continue
+        if "error" in ia or "error" in ib:
+            if ia.get("error") != ib.get("error"):
+                fail(f"host {ia.get('error', 'ok')} / pi {ib.get('error', 'ok')}")
+            continue
+        if ia["image_sha256"] != ib["image_sha256"]:
+            fail(f"decoded pixels differ ({ia['shape']} on the host, {ib['shape']} on the Pi)")
+            continue
+        xa, xb = bytes.fromhex(ia["model_input"]), bytes.fromhex(ib["model_input"])
+        n_pixels = sum(p != q for p, q in zip(xa, xb))
+        levels = max((abs(p - q) for p, q in zip(xa, xb)), default=0)
+        step = max(abs(x - y) for x, y in zip(ia["raw"], ib["raw"]))
+        la, lb = _argmax(ia["raw"]), _argmax(ib["raw"])
+        outputs = (f"host {_fmt(ia['raw'])} {ia['label']}", f"pi   {_fmt(ib['raw'])} {ib['label']}")
+        near_tie = abs(ia["raw"][la] - ia["raw"][lb]) <= NEAR_TIE  # the host itself could hardly tell them apart
+        if n_pixels == 0:
+            if step == 0:
+                counts["identical"] += 1
+            elif step == 1 and one_step_ok and (la == lb or near_tie):
+                counts["one step"] += 1
+            else:
+                fail("same 28x28 model input, different output", *outputs)
+            continue
+        if n_pixels > PREPROCESS_MAX_PIXELS or levels > PREPROCESS_MAX_LEVELS:
+            fail(f"photo preprocessing differs in {n_pixels} of {len(xa)} pixels, by up to {levels} grey levels "
+                 f"(more than OpenCV's rounding: at most {PREPROCESS_MAX_PIXELS} pixels by {PREPROCESS_MAX_LEVELS})",
+                 *outputs)
+        elif la != lb and not near_tie:
+            fail(f"different label after preprocessing that differs in {n_pixels} pixels (max {levels})", *outputs)
+        else:
+            counts["close"] += 1
+            notes.append(f"{where}: {n_pixels} model-input pixels differ (max {levels} grey levels)")
+            if shown < 5:
+                say(f"note {where}: {n_pixels} of {len(xa)} model-input pixels differ by up to {levels} "
+                    f"grey levels (OpenCV rounds differently on ARM), "
+                    + ("same label" if la == lb else f"a near-tie: {ia['label']!r} vs {ib['label']!r}"))
+            shown += 1
+    for kind, name in by_key:
+        failures.append(f"{kind} {name}: only on the Pi")
+        say(f"FAIL {kind} {name}: classified only on the Pi")
+    if shown > 5:
+        say(f"note ... {shown - 5} more photos with slightly different model inputs")
+    n = len(items_a)
+    kinds = ", ".join(f"{sum(it['kind'] == k for it in items_a)} {k}" for k in ("synthetic", "photo")
+                      if any(it["kind"] == k for it in items_a))
+    say(f"{'ok  ' if not any(f.startswith(('synthetic', 'photo')) for f in failures) else '    '} photos "
+        f"({kinds}): {counts['identical']} of {n} identical end to end"
+        + (f", {counts['one step']} with outputs one step apart" if counts["one step"] else "")
+        + (f", {counts['close']} with model inputs within OpenCV's rounding and the same label" if counts["close"] else ""))
+
+
 def compare(host: dict, pi: dict, out=sys.stdout, strict: bool = False) -> int:
     """Print what differs between the host's and the emulated run; 0 if nothing that matters does."""
     failures, notes = [], []
@@ -490,7 +581,8 @@ def compare(host: dict, pi: dict, out=sys.stdout, strict: bool = False) -> int:
     # 2. End to end through photo preprocessing.
     pa, pb = host.get("photos", {}), pi.get("photos", {})
     if pa.get("status") != "ok" or pb.get("status") != "ok":
-        note = f"photos not compared: host {pa.get('status')} ({pa.get('detail')}), pi {pb.get('status')} ({pb.get('detail')})"
+        note = (f"photos not compared: host {pa.get('status')} ({pa.get('detail')}), "
+                f"pi {pb.get('status')} ({pb.get('detail')})")
         if pa.get("status") != pb.get("status"):
             failures.append(note)
             say(f"FAIL {note}")
@@ -498,63 +590,17 @@ def compare(host: dict, pi: dict, out=sys.stdout, strict: bool = False) -> int:
             notes.append(note)
             say(f"note {note}")
     else:
-        items_b = {(it["kind"], it["name"]): it for it in pb["items"]}
-        n_exact = n_close = n_step = 0
-        for ia in pa["items"]:
-            key = (ia["kind"], ia["name"])
-            ib = items_b.pop(key, None)
-            where = f"{ia['kind']} {ia['name']}"
-            if ib is None:
-                failures.append(f"{where}: missing on the Pi")
-                say(f"FAIL {where}: not classified on the Pi")
-                continue
-            if "error" in ia or "error" in ib:
-                if ia.get("error") != ib.get("error"):
-                    failures.append(f"{where}: error")
-                    say(f"FAIL {where}: host {ia.get('error', 'ok')} / pi {ib.get('error', 'ok')}")
-                continue
-            if ia["image_sha256"] != ib["image_sha256"]:
-                # Decoding differs (or the synthetic generator does): report, the rest still compares.
-                failures.append(f"{where}: decoded pixels differ")
-                say(f"FAIL {where}: decoded image differs ({ia['shape']} vs {ib['shape']})")
-            xa, xb = bytes.fromhex(ia["model_input"]), bytes.fromhex(ib["model_input"])
-            pixel_diff = max((abs(p - q) for p, q in zip(xa, xb)), default=0)
-            n_pixels = sum(p != q for p, q in zip(xa, xb))
-            if pixel_diff == 0:
-                step = max(abs(x - y) for x, y in zip(ia["raw"], ib["raw"]))
-                if step == 0 and ia["label"] == ib["label"]:
-                    n_exact += 1
-                elif step == 1 and one_step_ok and ia["label"] == ib["label"]:
-                    n_step += 1
-                    notes.append(f"{where}: output one step apart ({SOFTMAX_NOTE})")
-                    say(f"note {where}: same 28x28 input, outputs one step apart, same label")
-                else:
-                    failures.append(f"{where}: same model input, different output")
-                    say(f"FAIL {where}: same 28x28 input, different output")
-                    say(f"  host {_fmt(ia['raw'])} {ia['label']}")
-                    say(f"  pi   {_fmt(ib['raw'])} {ib['label']}")
-            elif pixel_diff <= PREPROCESS_TOLERANCE and ia["label"] == ib["label"]:
-                n_close += 1
-                notes.append(f"{where}: {n_pixels} of 784 model-input pixels differ by 1 (cv2.resize rounding)")
-                say(f"note {where}: {n_pixels} model-input pixels differ by 1 (cv2.resize rounding), same label")
-            else:
-                failures.append(f"{where}: preprocessing differs")
-                say(f"FAIL {where}: model input differs in {n_pixels} pixels (max {pixel_diff}); "
-                    f"label host {ia['label']!r} pi {ib['label']!r}")
-        for key in items_b:
-            failures.append(f"{key[0]} {key[1]}: only on the Pi")
-        say(f"{'ok  ' if not failures else '    '} photos: {n_exact} of {len(pa['items'])} identical end to end"
-            + (f", {n_step} one output step apart" if n_step else "")
-            + (f", {n_close} within ±{PREPROCESS_TOLERANCE} grey level with the same label" if n_close else ""))
+        _compare_photos(pa["items"], pb["items"], one_step_ok, say, failures, notes)
 
     # 3. doctor.
     d = pi.get("doctor", {})
     if d.get("status") == "failed":
         failures.append("doctor")
-        say(f"FAIL doctor under emulation: {d.get('detail')}")
-        say("  " + "\n  ".join(d.get("output", "").strip().splitlines()[-15:]))
+        say(f"FAIL python -m edge_runtime doctor under emulation: {d.get('detail')}")
+        for line in d.get("checks") or d.get("output", "").strip().splitlines()[-12:]:
+            say("  " + line)
     elif d.get("status") == "ok":
-        say("ok   doctor under emulation")
+        say(f"ok   python -m edge_runtime doctor under emulation: {d.get('detail')}")
     else:
         notes.append(f"doctor: {d.get('detail')}")
         say(f"note doctor: {d.get('detail')}")
@@ -578,6 +624,7 @@ def main(argv=None) -> int:
     r.add_argument("--count", type=int, default=200, help="how many test images (from the first)")
     r.add_argument("--data_dir", default=None, help="Fashion-MNIST IDX directory (default: the loader's search)")
     r.add_argument("--photos", default=None, help="a directory of real photos to classify too")
+    r.add_argument("--photo-limit", type=int, default=0, help="at most this many of them, evenly spread (0: all)")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--expect-machine", default=None, help="fail unless platform.machine() is this")
     r.add_argument("--forbid-tensorflow", action="store_true", help="fail if TensorFlow is importable")

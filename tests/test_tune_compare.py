@@ -1,0 +1,32 @@
+"""Smoke tests for make tune and make compare on tiny budgets: they run the real
+tools end to end and leave files `make train` and people can use."""
+
+from __future__ import annotations
+
+import json
+
+from train import compare, tune
+from train.config import TrainConfig
+
+
+def test_tune_writes_a_config_train_reads(tmp_path):
+    status = tune.main(["--max_epochs", "2", "--train_limit", "500", "--val_size", "500", "--out_dir", str(tmp_path)])
+    assert status == 0
+    (best,) = tmp_path.glob("tune-*/best_config.json")
+    config = TrainConfig.from_dict(json.loads(best.read_text()))
+    assert config.model == "edge" and config.width in tune.SEARCH_SPACE["width"]
+    assert 0.1 <= config.dropout <= 0.5 and 1e-3 <= config.learning_rate <= 1e-2
+    assert config.train_limit is None  # the search slice is not carried into real training
+
+
+def test_compare_trains_converts_and_tabulates(tmp_path):
+    status = compare.main(["--models", "mlp,cnn", "--epochs", "1", "--train_limit", "1000", "--val_size", "500",
+                           "--out_dir", str(tmp_path / "runs"), "--bench_dir", str(tmp_path / "bench")])
+    assert status == 0
+    result = json.loads((tmp_path / "bench" / "compare.json").read_text())
+    assert [r["model"] for r in result["models"]] == ["mlp", "cnn"]
+    for r in result["models"]:
+        assert 0.5 < r["test_accuracy"] <= 1 and 0.5 < r["int8_accuracy"] <= 1
+        assert r["int8_size_bytes"] > 0 and r["parameters"] > 0
+    assert "| mlp |" in (tmp_path / "bench" / "compare.md").read_text()
+    assert (tmp_path / "bench" / "compare.png").stat().st_size > 0

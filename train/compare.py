@@ -1,0 +1,91 @@
+"""python -m train.compare (make compare): the tutorials' story, measured.
+
+Trains mlp -> cnn -> minivgg -> edge under the same rules (same data split,
+augmentation, schedule and epoch/time budget), converts each to full int8
+with the real converter, and writes one table and plot:
+benchmarks/compare.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from edge_runtime import atomic
+
+from .config import TrainConfig, add_config_arguments, config_from_args
+
+MODELS = ("mlp", "cnn", "minivgg", "edge")
+
+
+def table(rows: list[dict]) -> str:
+    out = ["| model | test top-1 (float) | int8 top-1 | parameters | MACs / image | int8 size | training time | epochs |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r['model']} | {r['test_accuracy']:.2%} | {r['int8_accuracy']:.2%} | {r['parameters']:,} | "
+                   f"{r['macs_per_image'] / 1e6:.2f}M | {r['int8_size_bytes'] / 1024:.0f} KB | "
+                   f"{r['train_seconds'] / 60:.1f} min | {r['epochs_run']} |")
+    return "\n".join(out) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    from .reports import _plt, _save
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for r in rows:
+        ax.scatter(r["macs_per_image"] / 1e6, r["test_accuracy"] * 100, s=max(20, r["parameters"] / 4000))
+        ax.annotate(f"{r['model']} ({r['parameters'] / 1e3:.0f}k params)", (r["macs_per_image"] / 1e6, r["test_accuracy"] * 100),
+                    textcoords="offset points", xytext=(6, -4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("MACs per image (millions, log scale)")
+    ax.set_ylabel("test top-1 accuracy (%)")
+    ax.set_title("Fashion-MNIST: accuracy vs compute (marker area ~ parameters)")
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo models (default: %(default)s)")
+    parser.add_argument("--bench_dir", default="benchmarks", help="where compare.{json,md,png} go (default: %(default)s)")
+    parser.add_argument("--config", help="base config JSON shared by every model")
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    base = config_from_args(args)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from convert.pipeline import ConvertConfig, run as convert_run
+
+    from . import trainer
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    rows = []
+    for model in args.models.split(","):
+        config = dataclasses.replace(base, model=model, name=f"compare-{stamp}-{model}")
+        run_dir = trainer.run(config)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        # Wide gate: compare reports every model's int8 result, it does not deploy anything.
+        report = convert_run(ConvertConfig(run_dir=str(run_dir), out_dir=str(run_dir / "tflite"), variants="int8",
+                                           data_dir=base.data_dir, max_drop=100, max_class_drop=100))
+        int8 = next(r for r in report["variants"] if r["variant"] == "int8")
+        rows.append({"model": model, "run": str(run_dir), **{k: metrics[k] for k in
+                     ("test_accuracy", "parameters", "macs_per_image", "train_seconds", "epochs_run")},
+                     "int8_accuracy": int8["accuracy"], "int8_size_bytes": int8["size_bytes"]})
+    bench = Path(args.bench_dir)
+    result = {"command": "make compare " + " ".join(argv or sys.argv[1:]), "config": dataclasses.asdict(base),
+              "created": time.strftime("%Y-%m-%d %H:%M"), "machine_cpus": os.cpu_count(), "models": rows}
+    atomic.write_text(bench / "compare.json", json.dumps(result, indent=2))
+    atomic.write_text(bench / "compare.md", f"# Model comparison ({result['created']}, {os.cpu_count()} CPU cores)\n\n"
+                      f"Same split, augmentation, schedule and budget for every model: "
+                      f"{base.epochs} epochs max, patience {base.patience}"
+                      + (f", {base.max_minutes} min max" if base.max_minutes else "") + ".\n\n" + table(rows))
+    plot(rows, bench / "compare.png")
+    print("\n" + table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
