@@ -1,0 +1,104 @@
+"""Bad model files get a clear ModelError (one line, what is wrong, what to do), never a crash."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edge_runtime import metadata
+from edge_runtime.classifier import Classifier
+from edge_runtime.errors import ModelError
+
+
+@pytest.fixture(scope="module")
+def other_shape_model(tmp_path_factory):
+    """A valid TFLite model for 224x224x3 images (like an ImageNet classifier), no metadata."""
+    import keras
+
+    from convert import export
+    inputs = keras.Input((224, 224, 3))
+    x = keras.layers.Conv2D(4, 3, strides=8)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Softmax()(keras.layers.Dense(10)(x)))
+    path = tmp_path_factory.mktemp("other") / "imagenet_like.tflite"
+    path.write_bytes(export.convert(model, "float32"))
+    return path
+
+
+def meta_of(model_path):
+    return json.loads(metadata.sidecar_path(model_path).read_text())
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelError, match="not found; run `make train convert` or pass --model"):
+        Classifier(tmp_path / "nope.tflite")
+
+
+def test_random_bytes(tmp_path, tiny_int8_model):
+    path = tmp_path / "random.tflite"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    with pytest.raises(ModelError, match="not a loadable TFLite model"):
+        Classifier(path, metadata=meta_of(tiny_int8_model))
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9])
+def test_truncated_model(tmp_path, tiny_int8_model, fraction):
+    data = metadata.flatbuffer_part(tiny_int8_model.read_bytes())
+    path = tmp_path / "truncated.tflite"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    # Run in a subprocess: a crash in the interpreter's C++ would kill pytest itself.
+    code = ("import sys; from edge_runtime.classifier import Classifier; from edge_runtime.errors import ModelError\n"
+            f"import json; meta = json.load(open({str(metadata.sidecar_path(tiny_int8_model))!r}))\n"
+            f"try:\n    Classifier({str(path)!r}, metadata=meta)\nexcept ModelError as e:\n    print(e); sys.exit(4)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4, result.stderr[-500:]
+    assert "not a loadable TFLite model" in result.stdout
+
+
+def test_no_metadata_anywhere(tmp_path, other_shape_model):
+    with pytest.raises(ModelError, match="has no embedded metadata and no imagenet_like.json beside it"):
+        Classifier(other_shape_model)
+
+
+def test_model_of_another_shape(other_shape_model, tiny_int8_model):
+    with pytest.raises(ModelError, match=r"input tensor is \[1, 224, 224, 3\], expected \[N, H, W, 1\] grayscale"):
+        Classifier(other_shape_model, metadata=meta_of(tiny_int8_model))
+
+
+def test_metadata_contradicting_the_model(tmp_path, tiny_int8_model):
+    meta = meta_of(tiny_int8_model)
+    meta["input"]["shape"] = [1, 32, 32, 1]
+    with pytest.raises(ModelError, match=r"metadata says \[1, 32, 32, 1\]; the metadata belongs to another model"):
+        Classifier(tiny_int8_model, metadata=meta)
+    meta = meta_of(tiny_int8_model)
+    meta["input"]["dtype"] = "float32"
+    with pytest.raises(ModelError, match="input dtype is uint8 but its metadata says float32"):
+        Classifier(tiny_int8_model, metadata=meta)
+
+
+def test_label_count_not_matching_outputs(tiny_int8_model):
+    meta = meta_of(tiny_int8_model)
+    meta["labels"] = meta["labels"][:5]
+    with pytest.raises(ModelError, match="model has 10 outputs but its metadata lists 5 labels"):
+        Classifier(tiny_int8_model, metadata=meta)
+
+
+def test_unknown_preprocessing_contract(tiny_int8_model):
+    meta = meta_of(tiny_int8_model)
+    meta["preprocessing"]["contract"] = "rgb-224/1"
+    with pytest.raises(ModelError, match="expects preprocessing 'rgb-224/1'"):
+        Classifier(tiny_int8_model, metadata=meta)
+
+
+def test_sidecar_used_when_nothing_embedded(tmp_path, tiny_int8_model):
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(metadata.flatbuffer_part(tiny_int8_model.read_bytes()))
+    metadata.sidecar_path(bare).write_text(metadata.sidecar_path(tiny_int8_model).read_text())
+    assert Classifier(bare).labels == meta_of(tiny_int8_model)["labels"]
+    metadata.sidecar_path(bare).write_text("{not json")
+    with pytest.raises(ModelError, match="bare.json: not readable metadata JSON"):
+        Classifier(bare)
