@@ -44,7 +44,7 @@ tune: data ## Keras Tuner search over the edge model (installs keras-tuner)
 	$(PY) -m pip install --quiet -e '.[tune]'
 	$(PY) -m train.tune $(ARGS)
 
-bench: $(STAMP) ## size, accuracy and speed of every variant: benchmarks/results.{json,md}
+bench: data ## size, accuracy and speed of every variant: benchmarks/results.{json,md}
 	$(PY) -m tools.bench $(ARGS)
 
 classify: $(STAMP) ## classify images: make classify ARGS="photo.jpg more/"

@@ -140,7 +140,7 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
             predicted = clf.predict(data.test_images).argmax(1)
             predictions[variant] = predicted
             figures = check.compare(labels, reference, predicted, class_names)
-            row = {"variant": variant, **figures, "size_bytes": len(flatbuffer),
+            row = {"variant": variant, **figures, "size_bytes": len(flatbuffer), "flatbuffer_sha256": sha256(flatbuffer),
                    "tensor_types": export.tensor_types(flatbuffer),
                    "latency": check.single_image_latency_us(Classifier(path, num_threads=1), data.test_images[0],
                                                             runs=config.latency_runs),
@@ -160,6 +160,7 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
         int8 = next(r for r in rows if r["variant"] == "int8")
         failures = check.gate_failures(int8, check.Gate(config.max_drop, config.max_class_drop), class_names)
         report = {"config": asdict(config), "keras_model": str(keras_path.resolve()),
+                  "keras_sha256": sha256(keras_path.read_bytes()),
                   "test_images": int(len(labels)), "passed": not failures, "failures": failures,
                   "variants": rows, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         table = check.markdown_table(rows)

@@ -1,0 +1,334 @@
+"""The benchmark: its pure parts directly, and the real command as a smoke test
+with a handful of iterations on the tiny trained and converted models.
+Nothing here asserts a timing: only that figures exist, are positive and
+are recorded where they should be."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from edge_runtime import bench as rt
+from tools import bench
+
+# -- statistics --------------------------------------------------------------------------
+
+
+def test_percentile_is_nearest_rank():
+    values = list(range(1, 101))  # 1..100
+    assert rt.percentile(values, 50) == 50
+    assert rt.percentile(values, 95) == 95
+    assert rt.percentile(values, 99) == 99
+    assert rt.percentile(values, 100) == 100
+    assert rt.percentile(values, 0) == 1
+    assert rt.percentile(reversed(values), 95) == 95  # order of samples doesn't matter
+
+
+def test_percentile_of_few_samples_is_an_observed_value():
+    few = [3.0, 1.0, 2.0, 10.0, 4.0]
+    assert rt.percentile(few, 95) == 10.0 and rt.percentile(few, 99) == 10.0  # the max, not an extrapolation
+    assert rt.percentile([7.0], 99) == 7.0
+
+
+@pytest.mark.parametrize("samples, q", [([], 50), ([1.0], -1), ([1.0], 101)])
+def test_percentile_rejects_nonsense(samples, q):
+    with pytest.raises(ValueError):
+        rt.percentile(samples, q)
+
+
+def test_summarize():
+    s = rt.summarize([4.0, 1.0, 3.0, 2.0])
+    assert s["median_us"] == 2.5 and s["min_us"] == 1.0 and s["max_us"] == 4.0
+    assert s["p95_us"] == 4.0 and s["p99_us"] == 4.0 and s["mean_us"] == 2.5 and s["runs"] == 4
+    assert rt.summarize([5.0, 1.0, 9.0])["median_us"] == 5.0
+    with pytest.raises(ValueError):
+        rt.summarize([])
+
+
+def test_latency_stats_warms_up_then_times_each_run():
+    calls = []
+    stats = rt.latency_stats(lambda: calls.append(1), runs=7, warmup=3)
+    assert len(calls) == 10 and stats["runs"] == 7
+    assert 0 < stats["min_us"] <= stats["median_us"] <= stats["p95_us"] <= stats["p99_us"] <= stats["max_us"]
+    assert gc.isenabled()  # paused while timing only
+
+
+def test_time_calls_restores_gc_after_an_error_and_rejects_zero_runs():
+    def boom():
+        raise RuntimeError("x")
+    with pytest.raises(RuntimeError):
+        rt.time_calls(boom, runs=2)
+    assert gc.isenabled()
+    with pytest.raises(ValueError):
+        rt.time_calls(lambda: None, runs=0)
+
+
+def test_throughput_counts_images_per_second():
+    out = rt.throughput(lambda: sum(range(1000)), images=500, repeats=3)
+    assert out["images"] == 500 and out["repeats"] == 3 and out["images_per_s"] > 0
+
+
+def test_fmt_us():
+    assert rt.fmt_us(None) == "-"
+    assert rt.fmt_us(4.25) == "4.2 µs" or rt.fmt_us(4.25) == "4.3 µs"
+    assert rt.fmt_us(47.2) == "47 µs"
+    assert rt.fmt_us(1234.0) == "1.23 ms"
+    assert rt.fmt_us(2.5e6) == "2.50 s"
+
+
+def test_thread_list():
+    assert rt.thread_list("1,2") == [1, 2]
+    assert rt.thread_list("2, 1, 2") == [2, 1]
+    for bad in ("0", "", "a", "1,-1"):
+        with pytest.raises(Exception):
+            rt.thread_list(bad)
+
+
+# -- the machine ---------------------------------------------------------------------------
+
+X86 = """processor\t: 0
+model name\t: Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz
+cpu MHz\t\t: 2000.000
+flags\t\t: fpu sse4_1 ssse3 avx avx2 avx512f avx512_vnni
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz
+"""
+PI4 = """processor\t: 0
+BogoMIPS\t: 108.00
+Features\t: fp asimd evtstrm crc32 cpuid
+CPU implementer\t: 0x41
+CPU part\t: 0xd08
+Model\t\t: Raspberry Pi 4 Model B Rev 1.4
+"""
+
+
+def test_parse_cpuinfo_x86_and_pi():
+    x86 = rt.parse_cpuinfo(X86)
+    assert x86["model"].startswith("Intel(R) Xeon(R) Gold 6338") and x86["mhz"] == 2000.0
+    assert {"avx2", "avx512_vnni"} <= x86["flags"]
+    pi = rt.parse_cpuinfo(PI4)
+    assert pi["model"] == "Cortex-A72" and pi["board"] == "Raspberry Pi 4 Model B Rev 1.4" and "asimd" in pi["flags"]
+    assert rt.parse_cpuinfo("")["model"] is None
+
+
+def test_int8_peak_estimate_and_efficiency():
+    vnni = rt.int8_peak({"avx2", "avx512_vnni"}, "x86_64", 2.0)
+    assert vnni["isa"] == "AVX-512 VNNI" and vnni["gmacs_per_s_per_core"] == 128.0
+    assert rt.int8_peak({"avx2"}, "x86_64", 3.0)["macs_per_cycle_per_core"] == 32
+    pi = rt.int8_peak({"fp", "asimd"}, "aarch64", 1.8)
+    assert pi["isa"] == "NEON" and pi["gmacs_per_s_per_core"] == pytest.approx(14.4)
+    assert rt.int8_peak({"asimd", "asimddp"}, "aarch64", None)["gmacs_per_s_per_core"] is None
+    assert rt.int8_peak(set(), "riscv64", 1.0) is None
+    eff = rt.efficiency(1_000_000, 100.0, vnni)  # 1e6 MACs in 100 µs = 10 GMAC/s
+    assert eff["achieved_gmacs_per_s"] == 10.0 and eff["fraction_of_peak"] == pytest.approx(10 / 128, abs=1e-4)
+    assert "ESTIMATE" in eff["note"]
+    assert rt.efficiency(1_000_000, 100.0, None)["fraction_of_peak"] is None
+    assert rt.efficiency(None, 100.0, vnni) is None
+
+
+def test_synthetic_frame_is_deterministic_and_has_a_garment():
+    a, b = rt.synthetic_frame(), rt.synthetic_frame()
+    assert a.shape == (480, 640, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    x = rt.model_input_for_timing()
+    assert x.shape == (28, 28) and x.dtype == np.uint8 and x.max() == 255 and (x == 0).mean() > 0.2
+
+
+# -- accuracy provenance -----------------------------------------------------------------------
+
+FACTS = {"variant": "int8", "flatbuffer_sha256": "a" * 64, "flatbuffer_bytes": 1000}
+ROW = {"variant": "int8", "accuracy": 0.91, "size_bytes": 1000, "flatbuffer_sha256": "a" * 64}
+REPORT = {"keras_sha256": "k" * 64, "variants": [{"variant": "keras", "accuracy": 0.915}, ROW]}
+
+
+def test_report_accuracy_reused_only_for_the_measured_flatbuffer():
+    assert bench.report_accuracy(FACTS, REPORT)[0] == 0.91
+    assert bench.report_accuracy(FACTS, None) == (None, "no conversion report")
+    other = {"variants": [{**ROW, "flatbuffer_sha256": "b" * 64}]}  # another conversion
+    assert bench.report_accuracy(FACTS, other)[0] is None
+    assert bench.report_accuracy({**FACTS, "variant": "float16"}, REPORT)[0] is None
+
+
+def test_keras_accuracy_from_report_needs_the_same_keras_file():
+    assert bench.keras_report_accuracy("k" * 64, REPORT)[0] == 0.915
+    assert bench.keras_report_accuracy("x" * 64, REPORT)[0] is None
+    assert bench.keras_report_accuracy("k" * 64, {**REPORT, "keras_sha256": None})[0] is None
+
+
+# -- ratios, targets, previous run -------------------------------------------------------------
+
+def _row(name, kind, median_1t, frame_1t=None, size=1000, memory=None, accuracy=None):
+    return {"name": name, "kind": kind, "size_bytes": size, "accuracy": accuracy,
+            "latency": {"1": {"median_us": median_1t, "p95_us": median_1t * 1.1}},
+            "frame": {"1": {"median_us": frame_1t, "p95_us": frame_1t}} if frame_1t else {},
+            "batch": {"1": {"images_per_s": 1e6 / median_1t}},
+            "memory": {"peak_rss_mb": memory} if memory else None,
+            "preprocess": {"median_us": frame_1t * 0.9} if frame_1t else None}
+
+
+ROWS = [_row("keras_predict", "keras", 30000.0, size=5000, accuracy=0.9), _row("keras_call", "keras", 3000.0, size=5000, accuracy=0.9),
+        _row("keras_function", "keras", 1000.0, size=5000, accuracy=0.9), _row("float32", "tflite", 100.0, size=2000),
+        _row("int8", "tflite", 50.0, frame_1t=2000.0, size=500, memory=80.0, accuracy=0.895)]
+
+
+def test_same_run_ratios_pick_the_fastest_keras_way():
+    rows = [dict(r) for r in ROWS]
+    ratios = bench.same_run_ratios(rows, [1])
+    assert ratios["fastest_keras_way_1t"] == "keras_function"
+    assert ratios["int8_speedup_vs_fastest_keras_1t"] == 20.0
+    assert ratios["int8_speedup_vs_keras_predict_1t"] == 600.0
+    assert ratios["int8_speedup_vs_float32_1t"] == 2.0
+    assert ratios["int8_size_vs_float32"] == 0.25 and ratios["int8_size_vs_keras_file"] == 0.1
+    assert ratios["int8_accuracy_change_pp_vs_keras"] == -0.5
+    assert ratios["frame_preprocessing_share_int8_1t"] == 0.9
+    assert rows[-1]["speedup_vs_fastest_keras"]["1"] == 20.0
+    assert bench.same_run_ratios([dict(r) for r in ROWS[3:]], [1])["int8_speedup_vs_fastest_keras_1t"] is None
+
+
+def test_check_target_says_met_or_missed_and_by_how_much():
+    met = bench.check_target("latency", 47.0, "<=", 100.0, "µs")
+    assert met["met"] is True and met["margin"] == 0.53 and met["verdict"].startswith("met")
+    missed = bench.check_target("latency", 150.0, "<=", 100.0, "µs")
+    assert missed["met"] is False and missed["value_over_limit"] == 1.5 and "1.5x the limit" in missed["verdict"]
+    assert bench.check_target("speed-up", 12.0, ">=", 10.0, "x")["met"] is True
+    slow = bench.check_target("speed-up", 5.0, ">=", 10.0, "x")
+    assert slow["met"] is False and "50% of the target" in slow["verdict"]
+    assert bench.check_target("memory", None, "<=", 150.0, "MB")["met"] is None
+    with pytest.raises(ValueError):
+        bench.check_target("x", 1.0, "<", 2.0, "x")
+
+
+def test_targets_use_the_one_thread_int8_figures():
+    rows = [dict(r) for r in ROWS]
+    found = {t["key"]: t for t in bench.targets(rows, bench.same_run_ratios(rows, [1]))}
+    assert found["int8_latency"]["value"] == 50.0 and found["int8_latency"]["met"]
+    assert found["frame_latency"]["value"] == 2000.0 and found["frame_latency"]["met"] is False
+    assert found["int8_speedup"]["value"] == 20.0 and found["int8_speedup"]["met"]
+    assert found["runtime_memory"]["value"] == 80.0 and found["runtime_memory"]["met"]
+
+
+def test_compare_runs_directions():
+    prev = {"int8.latency_1t.median_us": 50.0, "int8.accuracy": 0.90, "int8.batch_1t.images_per_s": 1000.0,
+            "int8.memory_mb": 80.0, "ratios.int8_speedup_vs_fastest_keras_1t": 20.0, "gone": 1.0}
+    cur = {"int8.latency_1t.median_us": 100.0, "int8.accuracy": 0.901, "int8.batch_1t.images_per_s": 2000.0,
+           "int8.memory_mb": 60.0, "ratios.int8_speedup_vs_fastest_keras_1t": 10.0, "new": 1.0}
+    c = bench.compare_runs(cur, prev)
+    assert set(c) == set(prev) - {"gone"}
+    assert c["int8.latency_1t.median_us"]["ratio"] == 2.0 and c["int8.latency_1t.median_us"]["verdict"] == "worse"
+    assert c["int8.accuracy"]["verdict"] == "same"
+    assert c["int8.batch_1t.images_per_s"]["verdict"] == "better"
+    assert c["int8.memory_mb"]["verdict"] == "better"
+    assert c["ratios.int8_speedup_vs_fastest_keras_1t"]["verdict"] == "worse"
+
+
+def test_previous_block_keeps_figures_not_history():
+    old = {"schema": bench.SCHEMA, "created": "2025-01-01", "command": "x", "quick": False,
+           "machine": {"cpu": "Old CPU"}, "rows": [dict(r) for r in ROWS], "ratios": {"a": 2.0, "b": "text"},
+           "previous": {"figures": {"ancient": 1.0}}}
+    block = bench.previous_block(old)
+    assert block["created"] == "2025-01-01" and "Old CPU" in block["machine"]
+    assert block["figures"]["int8.latency_1t.median_us"] == 50.0 and block["figures"]["ratios.a"] == 2.0
+    assert "ratios.b" not in block["figures"] and "ancient" not in json.dumps(block)
+    assert bench.previous_block({"schema": "something else"}) is None and bench.previous_block(None) is None
+
+
+# -- real runs (tiny models, a handful of iterations) -----------------------------------------
+
+def test_memory_probe_is_a_runtime_only_process(tiny_int8_model):
+    probe = rt.measure_memory(tiny_int8_model, threads=1, runs=2)
+    assert probe["peak_rss_mb"] > 0
+    assert probe["tensorflow_imported"] is False
+    stages = probe["stages_mb"]
+    assert 0 < stages["python"] <= stages["imports"] <= stages["model_loaded"] <= stages["classified"]
+    assert probe["pid"] != os.getpid()
+
+
+def test_device_bench_command_json(tiny_int8_model, capsys):
+    from edge_runtime.cli import main
+    code = main(["bench", "--model", str(tiny_int8_model), "--quick", "--threads", "1", "--no_memory", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    (row,) = out["models"]
+    assert row["variant"] == "int8" and row["hash_matches_metadata"] and 0 < row["accuracy"] <= 1
+    assert row["latency"]["1"]["median_us"] > 0 and row["frame"]["1"]["median_us"] > 0
+    assert row["batch"]["1"]["images_per_s"] > 0 and out["quick"] is True
+    assert out["machine"]["interpreter"]["package"] and out["machine"]["cores"] >= 1
+
+
+def test_device_bench_command_table(tiny_models, capsys):
+    from edge_runtime.cli import main
+    out_dir, _ = tiny_models
+    assert main(["bench", "--model", str(out_dir), "--quick", "--threads", "1", "--no_memory"]) == 0
+    text = capsys.readouterr().out
+    for variant in rt.VARIANT_ORDER:
+        assert variant in text
+    assert "not meaningful" in text
+
+
+@pytest.mark.slow
+def test_bench_smoke_then_previous_run_and_recomputed_accuracy(tiny_run, tiny_models, tmp_path, capsys):
+    models_dir, report = tiny_models
+    out = tmp_path / "bench"
+    assert bench.main(["--run_dir", str(tiny_run), "--models_dir", str(models_dir), "--out_dir", str(out),
+                       "--quick"]) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert first["schema"] == bench.SCHEMA and first["quick"] is True and first["previous"] is None
+    names = [r["name"] for r in first["rows"]]
+    assert names == ["keras_predict", "keras_call", "keras_function", "float32", "float16", "dynamic", "int8"]
+    reported = {r["variant"]: r["accuracy"] for r in report["variants"]}
+    for r in first["rows"]:
+        assert r["size_bytes"] > 0 and r["parameters"] > 0 and r["macs_per_image"] > 0
+        assert r["memory"]["peak_rss_mb"] > 0
+        for t in ("1", "2"):
+            for what in ("latency", "frame"):
+                s = r[what][t]
+                assert 0 < s["median_us"] <= s["p95_us"] <= s["p99_us"]
+            assert r["batch"][t]["images_per_s"] > 0
+        # hashes match: every accuracy is the conversion report's own
+        assert r["accuracy"] == reported["keras" if r["kind"] == "keras" else r["name"]]
+        assert r["accuracy_source"].startswith("conversion report"), r["accuracy_source"]
+        if r["kind"] == "tflite":
+            assert r["memory"]["tensorflow_imported"] is False and r["hash_matches_metadata"]
+    assert first["ratios"]["int8_speedup_vs_fastest_keras_1t"] > 0
+    assert {t["key"] for t in first["targets"]} == {"int8_latency", "frame_latency", "int8_speedup", "runtime_memory"}
+    assert all(t["value"] is not None and t["met"] in (True, False) for t in first["targets"])
+    assert first["machine"]["cpu"] and first["machine"]["interpreter"]["version"]
+    md = (out / "results.md").read_text()
+    assert "## Targets" in md and "TFLite int8" in md and "--quick run" in md
+    assert (out / "latency.png").stat().st_size > 1000
+    assert not [p.name for p in out.iterdir() if ".partial-" in p.name]
+
+    # Second run on a copy whose int8 and float32 report rows name other FlatBuffers:
+    # those two accuracies must be recomputed, dynamic's still reused; the first run becomes "previous".
+    tampered = tmp_path / "models"
+    shutil.copytree(models_dir, tampered)
+    report_file = tampered / "conversion_report.json"
+    changed = json.loads(report_file.read_text())
+    for row in changed["variants"]:
+        if row["variant"] in ("int8", "float32"):
+            row["flatbuffer_sha256"] = "0" * 64
+    report_file.write_text(json.dumps(changed))
+    assert bench.main(["--run_dir", str(tiny_run), "--models_dir", str(tampered), "--out_dir", str(out), "--quick",
+                       "--keras_ways", "none", "--threads", "1", "--variants", "float32,dynamic,int8"]) == 0
+    second = json.loads((out / "results.json").read_text())
+    rows = {r["name"]: r for r in second["rows"]}
+    assert set(rows) == {"float32", "dynamic", "int8"}
+    for name in ("float32", "int8"):
+        assert rows[name]["accuracy_source"].startswith("evaluated now"), rows[name]["accuracy_source"]
+        assert rows[name]["accuracy"] == pytest.approx(reported[name], abs=0.003)  # same network, same test set
+    assert rows["dynamic"]["accuracy_source"].startswith("conversion report")
+    prev = second["previous"]
+    assert prev["created"] == first["created"] and prev["quick"] is True
+    assert prev["figures"]["int8.latency_1t.median_us"] == first["rows"][-1]["latency"]["1"]["median_us"]
+    assert "keras_predict.latency_1t.median_us" in prev["figures"]  # kept even though not re-measured
+    change = second["change_vs_previous"]["int8.latency_1t.median_us"]
+    assert change["ratio"] == pytest.approx(change["current"] / change["previous"], rel=1e-3)
+    assert set(prev) == {"created", "command", "quick", "machine", "figures"}  # one level of history, no chain
+    assert "Change since the previous run" in (out / "results.md").read_text()
+    targets = {t["key"]: t for t in second["targets"]}
+    assert targets["int8_speedup"]["met"] is None  # no Keras rows this time: not measured, not failed
