@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
-from .errors import CameraError
+from .errors import CameraError, UsageError
 
 CSI_NAMES = ("csi", "picamera", "picamera2")  # --camera values meaning the Pi camera module
 
@@ -77,7 +77,7 @@ def parse_source(source: str | None, camera: str | None = None, **settings) -> S
     current Raspberry Pi OS), else camera 0.
     """
     if source is not None and camera not in (None, "auto"):
-        raise CameraError(f"give either a source ({source}) or --camera {camera}, not both")
+        raise UsageError(f"give either a source ({source}) or --camera {camera}, not both")
     value = source if source is not None else (camera or "auto")
     if value == "auto":
         return SourceSpec("csi", 0, **settings) if csi_cameras() else SourceSpec("camera", 0, **settings)

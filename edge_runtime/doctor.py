@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping
 
 from .cli import add_model_arguments, default_model_path
 from .errors import EdgeError
-from .interpreter import Probe, install_hint, probe_all
+from .interpreter import Probe, install_hint, probe_all, userland_machine
 from .webcam import NO_GUI_FIX, gui_backend, has_display
 
 OK, FAIL, WARN, INFO = "ok", "FAIL", "warn", "-"  # FAIL: can't classify; warn: webcam/display only
@@ -103,16 +103,8 @@ class Environment:
 
     @property
     def arch(self) -> str:
-        """The architecture wheels must be built for (the userland's, not the kernel's).
-
-        Raspberry Pi OS 32-bit on a Pi 4/5 runs a 64-bit kernel, so uname says
-        aarch64 while Python and pip are armv7l.
-        """
-        if self.pointer_bits == 32 and self.machine in ("aarch64", "arm64", "armv8l"):
-            return "armv7l"
-        if self.pointer_bits == 32 and self.machine in ("x86_64", "AMD64"):
-            return "i686"
-        return self.machine
+        """The architecture wheels must be built for (the userland's, not the kernel's)."""
+        return userland_machine(self.machine, self.pointer_bits)
 
 
 def _first_line(e: BaseException) -> str:
@@ -189,7 +181,7 @@ def check_opencv(env: Environment) -> Check:
         else:
             fix = "pip install opencv-python-headless (or opencv-python for a window)"
         return Check("opencv", FAIL, text, fix)
-    origin = ", ".join(wheels) if wheels else f"not from pip ({Path(getattr(cv2, '__file__', '?')).parent})"
+    origin = ", ".join(wheels) if wheels else f"a system package ({Path(getattr(cv2, '__file__', '?')).parent})"
     gui = gui_backend(cv2.getBuildInformation()) or "none (headless build)"
     detail = f"{cv2.__version__} from {origin}; GUI: {gui}"
     gui_wheels = [w for w in wheels if not w.endswith("-headless")]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import platform
+import struct
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,8 +39,23 @@ class InterpreterChoice:
     factory: Callable  # Interpreter class: factory(model_path=..., num_threads=...)
 
 
-def install_hint(package: str, machine: str | None = None) -> str:
+def userland_machine(machine: str | None = None, pointer_bits: int | None = None) -> str:
+    """The architecture wheels must be built for: the userland's, not the kernel's.
+
+    32-bit Raspberry Pi OS on a Pi 4/5 runs a 64-bit kernel, so uname says
+    aarch64 while Python and pip are armv7l.
+    """
     machine = machine or platform.machine()
+    pointer_bits = pointer_bits or 8 * struct.calcsize("P")
+    if pointer_bits == 32 and machine in ("aarch64", "arm64", "armv8l"):
+        return "armv7l"
+    if pointer_bits == 32 and machine in ("x86_64", "AMD64"):
+        return "i686"
+    return machine
+
+
+def install_hint(package: str, machine: str | None = None) -> str:
+    machine = machine or userland_machine()
     if machine in ("armv7l", "armv6l"):
         return ("32-bit OS: ai-edge-litert has no armv7l wheels; "
                 "install tflite-runtime with numpy<2: pip install 'tflite-runtime==2.14.*' 'numpy<2'")

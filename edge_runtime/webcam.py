@@ -160,7 +160,8 @@ def classify_frames(frames: Iterable[np.ndarray], classifier, roi: RoiSpec = Roi
 def json_record(fr: FrameResult) -> dict:
     """What headless mode prints for a frame, one JSON object per line."""
     when = datetime.fromtimestamp(fr.time, timezone.utc).isoformat(timespec="milliseconds")
-    return {"time": when, "frame": fr.number, **fr.result.to_dict(), "latency_ms": round(fr.latency_ms, 3)}
+    return {"time": when, "frame": fr.number, **fr.result.to_dict(), "unknown": fr.result.is_unknown,
+            "latency_ms": round(fr.latency_ms, 3)}
 
 
 # -- drawing ------------------------------------------------------------------------
@@ -266,6 +267,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: must be between 0 and 1")
+    return value
+
+
 def fraction(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
@@ -275,23 +283,25 @@ def fraction(text: str) -> float:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", nargs="?", default=None,
-                        help="video file, stream URL (rtsp://, http://) or camera index; default: --camera")
+                        help="video file, stream URL (rtsp://, http://) or camera index, instead of --camera")
     parser.add_argument("--camera", default="auto",
                         help="camera index (0 = /dev/video0), csi for the Pi camera module (picamera2), "
                              "or auto: the Pi camera if picamera2 finds one, else 0")
     parser.add_argument("--width", type=positive_int, default=None, help="requested frame width, pixels")
     parser.add_argument("--height", type=positive_int, default=None, help="requested frame height, pixels")
-    parser.add_argument("--fps", type=float, default=None,
-                        help="requested camera frame rate; also caps how often a live source is classified")
-    parser.add_argument("--roi", type=parse_roi, default=RoiSpec("center"), metavar="center|full|X,Y,W,H",
+    parser.add_argument("--fps", type=float, default=None, help="requested camera frame rate")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="classify a live source at most this many times a second (0 = every frame it can); "
+                             "the newest frame is used each time")
+    parser.add_argument("--roi", type=parse_roi, default="center", metavar="center|full|X,Y,W,H",
                         help="region classified: centre square, whole frame, or a box in pixels or fractions")
     parser.add_argument("--roi_size", type=fraction, default=0.6,
                         help="side of the centre square, as a fraction of the frame's shorter side")
     parser.add_argument("--top_k", type=positive_int, default=3, help="labels shown per frame")
     parser.add_argument("--smooth", type=positive_int, default=1,
                         help="average probabilities over the last N frames (1 = off)")
-    parser.add_argument("--threshold", type=float, default=0.0,
-                        help="below this top probability the label is 'unknown'")
+    parser.add_argument("--threshold", type=probability, default=0.5,
+                        help="below this top probability the label is 'unknown' (as in classify)")
     parser.add_argument("--inset", action="store_true", help="show the 28x28 model input in a corner")
     parser.add_argument("--headless", action="store_true",
                         help="no window: one JSON line per frame on stdout (automatic without a display)")
@@ -304,16 +314,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
 
 
+# --save extension -> FourCC. mp4v and MJPG are built into every OpenCV wheel, headless included.
+SAVE_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+
+
+def check_save_path(path: Path) -> None:
+    if path.suffix.lower() not in SAVE_CODECS:
+        raise UsageError(f"--save {path}: use .mp4 or .avi")
+    if not path.parent.is_dir():
+        raise UsageError(f"--save {path}: directory {path.parent} does not exist")
+
+
 def open_writer(path: Path, fps: float, size: tuple[int, int]):
     """A cv2.VideoWriter for --save; the codec follows the file extension."""
     import cv2
 
-    codecs = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
-    codec = codecs.get(path.suffix.lower())
-    if codec is None:
-        raise UsageError(f"--save {path}: use .mp4 or .avi")
-    if not path.parent.is_dir():
-        raise UsageError(f"--save {path}: directory {path.parent} does not exist")
+    check_save_path(path)
+    codec = SAVE_CODECS[path.suffix.lower()]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, size)
     if not writer.isOpened():
         raise UsageError(f"--save {path}: this OpenCV can't encode {codec}; try a .avi file (MJPG)")
@@ -343,71 +360,95 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
+WINDOW_TITLE = "fashion-edge (q to quit)"
+
+
+def open_window(headless: bool) -> bool:
+    """Open the window if there is a display and a GUI-enabled OpenCV; else say once why not."""
+    import cv2
+
+    window, notice = choose_window(headless, os.environ, cv2.getBuildInformation())
+    if window:
+        try:
+            cv2.namedWindow(WINDOW_TITLE, cv2.WINDOW_AUTOSIZE)
+        except cv2.error as e:  # a display variable pointing nowhere, a broken GUI backend
+            window, notice = False, f"note: can't open a window ({str(e).splitlines()[0]}): running headless"
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
+    return window
+
+
+def show(frame: np.ndarray) -> bool:
+    """Show a frame; False when the user pressed q or Esc or closed the window."""
+    import cv2
+
+    cv2.imshow(WINDOW_TITLE, frame)
+    key = cv2.waitKey(1) & 0xFF
+    return key not in (ord("q"), 27) and cv2.getWindowProperty(WINDOW_TITLE, cv2.WND_PROP_VISIBLE) >= 1
+
+
+def source_fps(stream) -> float:
+    """The source's own frame rate for --save (a file's, or what the camera reports), else 15."""
+    import cv2
+
+    get = getattr(stream.capture, "get", None)
+    rate = get(cv2.CAP_PROP_FPS) if get else 0.0
+    return float(rate) if rate and 1 <= rate <= 240 else 15.0
+
+
 def run(args) -> int:
     from . import capture
     from .classifier import Classifier
 
     if (args.width is None) != (args.height is None):
         raise UsageError("give both --width and --height, or neither")
-    if args.fps is not None and args.fps <= 0:
-        raise UsageError(f"--fps {args.fps}: must be positive")
+    if (args.fps is not None and args.fps <= 0) or args.rate < 0:
+        raise UsageError("--fps must be positive and --rate 0 or more")
+    if args.save is not None:
+        check_save_path(args.save)  # before the camera is opened, not at the first frame
     classifier = Classifier(args.model or default_model_path(), num_threads=args.threads, threshold=args.threshold)
     spec = capture.parse_source(args.source, args.camera, width=args.width, height=args.height, fps=args.fps)
     if args.loop and spec.live:
         raise UsageError("--loop replays a video file; a camera or stream runs until stopped")
 
-    import cv2
-
-    window, notice = choose_window(args.headless, os.environ, cv2.getBuildInformation())
-    if notice:
-        print(notice, file=sys.stderr, flush=True)
-    stream = capture.FrameStream(spec, loop=args.loop,
+    stream = capture.FrameStream(spec, loop=args.loop,  # opens it: CameraError here names the device
                                  backoff=capture.Backoff(give_up_after_s=args.reconnect_timeout))
-    if args.verbose:
-        print(f"source: {spec.name}; model: {classifier.model_path} ({classifier.backend.package} "
-              f"{classifier.backend.version})", file=sys.stderr)
-    # Live sources: a reader thread keeps only the newest frame. Files: every frame, in order.
-    reader = capture.LatestFrameReader(stream) if spec.live else None
-    frames = reader if reader is not None else stream
-    title = "fashion-edge (q to quit)"
-    if window:
-        try:
-            cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE)
-        except cv2.error as e:  # a display variable pointing nowhere, a broken GUI backend
-            window = False
-            print(f"note: can't open a window ({str(e).splitlines()[0]}): running headless", file=sys.stderr)
-
-    writer, fps_meter, fps = None, FpsMeter(), 0.0
-    count, total_ms, max_ms, started = 0, 0.0, 0.0, time.monotonic()
-    min_interval = 1.0 / args.fps if (args.fps and spec.live) else 0.0
-    reason = "end of stream"
+    reader, writer, window = None, None, False
+    stats = {"count": 0, "total_ms": 0.0, "max_ms": 0.0, "reason": "end of stream"}
+    started = time.monotonic()
     with StopFlag(stream.stop) as stop:
         try:
+            window = open_window(args.headless)
+            if args.verbose:
+                print(f"source: {spec.name}; model: {classifier.model_path} ({classifier.backend.package} "
+                      f"{classifier.backend.version})", file=sys.stderr)
+            # Live sources: a reader thread keeps only the newest frame. Files: every frame, in order.
+            reader = capture.LatestFrameReader(stream) if spec.live else None
+            frames = reader if reader is not None else stream
+            fps_meter = FpsMeter()
+            min_interval = 1.0 / args.rate if (args.rate and spec.live) else 0.0
             for fr in classify_frames(frames, classifier, args.roi, args.roi_size, args.top_k, args.smooth):
-                count += 1
-                total_ms, max_ms = total_ms + fr.latency_ms, max(max_ms, fr.latency_ms)
+                stats["count"] += 1
+                stats["total_ms"] += fr.latency_ms
+                stats["max_ms"] = max(stats["max_ms"], fr.latency_ms)
                 fps = fps_meter.tick(time.monotonic())
                 if not window:
                     print(json.dumps(json_record(fr)), flush=True)  # flushed: a pipe or journald sees it now
                 if window or args.save:
                     annotated = draw_overlay(fr.frame, fr.box, fr.result, fps, fr.latency_ms, args.inset)
                     if args.save:
-                        if writer is None:
-                            rate = args.fps or (stream.capture.get(cv2.CAP_PROP_FPS)
-                                                if hasattr(stream.capture, "get") else 0) or 15.0
-                            writer = open_writer(args.save, float(rate), annotated.shape[1::-1])
+                        size = annotated.shape[1::-1]  # (width, height)
+                        writer = writer or open_writer(args.save, args.fps or source_fps(stream), size)
                         writer.write(annotated)
-                    if window:
-                        cv2.imshow(title, annotated)
-                        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):  # q or Esc
-                            reason = "quit"
-                            break
+                    if window and not show(annotated):
+                        stats["reason"] = "quit"
+                        break
                 if stop.event.is_set():
                     break
-                if args.max_frames and count >= args.max_frames:
-                    reason = f"--max_frames {args.max_frames}"
+                if args.max_frames and stats["count"] >= args.max_frames:
+                    stats["reason"] = f"--max_frames {args.max_frames}"
                     break
-                if min_interval:  # classify at most --fps frames per second; the reader keeps the newest
+                if min_interval:  # --rate: wait, while the reader thread keeps only the newest frame
                     stop.event.wait(max(0.0, min_interval - (time.monotonic() - fps_meter.times[-1])))
         finally:
             if reader is not None:
@@ -416,13 +457,15 @@ def run(args) -> int:
             if writer is not None:
                 writer.release()
             if window:
+                import cv2
                 cv2.destroyAllWindows()
         if stop.signal_name:
-            reason = stop.signal_name
+            stats["reason"] = stop.signal_name
     elapsed = time.monotonic() - started
+    count = stats["count"]
     dropped = f", {reader.dropped} stale frames skipped" if reader is not None else ""
     retries = f", {stream.retries} failed reads retried" if stream.retries else ""
-    mean_ms = total_ms / count if count else 0.0
-    print(f"stopped ({reason}): {count} frames in {elapsed:.1f} s ({count / elapsed if elapsed else 0:.1f} fps), "
-          f"processing {mean_ms:.1f} ms/frame mean, {max_ms:.1f} max{dropped}{retries}", file=sys.stderr)
+    print(f"stopped ({stats['reason']}): {count} frames in {elapsed:.1f} s "
+          f"({count / elapsed if elapsed else 0:.1f} fps), processing {stats['total_ms'] / max(count, 1):.1f} ms/frame "
+          f"mean, {stats['max_ms']:.1f} max{dropped}{retries}", file=sys.stderr)
     return 0

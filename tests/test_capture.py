@@ -14,7 +14,7 @@ import pytest
 
 from edge_runtime import capture
 from edge_runtime.capture import Backoff, FrameStream, LatestFrameReader, SourceSpec, parse_source
-from edge_runtime.errors import CameraError
+from edge_runtime.errors import CameraError, UsageError
 
 
 def frame(i: int) -> np.ndarray:
@@ -100,7 +100,7 @@ def test_names_hide_passwords_and_name_the_device():
 
 
 def test_source_and_camera_together_is_an_error():
-    with pytest.raises(CameraError, match="either"):
+    with pytest.raises(UsageError, match="either"):
         parse_source("clip.mp4", "1")
 
 

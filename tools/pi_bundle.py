@@ -1,0 +1,126 @@
+"""`python -m tools.pi_bundle` (make pi-bundle): dist/fashion-edge-pi.tar.gz for a Raspberry Pi.
+
+    python -m tools.pi_bundle                       # the deployed model in models/
+    python -m tools.pi_bundle --model other.tflite --output /tmp/pi.tar.gz
+
+The archive unpacks into fashion-edge-pi/:
+
+    edge_runtime/               the runtime's source and its pyproject.toml (pip install ./edge_runtime)
+    models/fashion_mnist_int8.tflite (+ .json)   the model, under the name the runtime looks for
+    install.sh, run             install into .venv; run a command with it (deploy/)
+    requirements-device*.txt    packages per architecture (deploy/)
+    fashion-edge-webcam.service systemd unit template (deploy/)
+    README.md, BUILD.json       how to use it; model checksum, git commit, date
+
+Only the standard library and edge_runtime.metadata (no TensorFlow, no
+OpenCV). The archive is written to a temporary file and renamed, so a
+half-written bundle never exists under the final name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python tools/pi_bundle.py` works too
+
+from edge_runtime import atomic  # noqa: E402
+from edge_runtime.errors import EdgeError, ModelError  # noqa: E402
+from edge_runtime.metadata import read_metadata, sidecar_path  # noqa: E402
+
+PREFIX = "fashion-edge-pi"
+MODEL_NAME = "fashion_mnist_int8.tflite"  # what edge_runtime.cli.default_model_path() looks for
+DEFAULT_MODEL = ROOT / "models" / MODEL_NAME
+DEFAULT_OUTPUT = ROOT / "dist" / "fashion-edge-pi.tar.gz"
+# deploy/ file -> mode in the archive
+DEPLOY = {"install.sh": 0o755, "run": 0o755, "requirements-device.txt": 0o644,
+          "requirements-device-armv7l.txt": 0o644, "fashion-edge-webcam.service": 0o644, "README.md": 0o644}
+
+
+def runtime_files(root: Path = ROOT) -> list[Path]:
+    """The runtime package's source: *.py and pyproject.toml, no caches."""
+    package = root / "edge_runtime"
+    return sorted(p for p in package.iterdir() if p.is_file() and p.suffix in (".py", ".toml"))
+
+
+def git_commit(root: Path = ROOT) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def bundle_contents(model: Path, root: Path = ROOT) -> dict[str, tuple[bytes, int]]:
+    """{path inside the archive: (bytes, mode)}. Raises ModelError for a missing or unusable model."""
+    if not model.is_file():
+        raise ModelError(f"no model to bundle at {model}: run `make train convert` first, or pass --model PATH")
+    metadata = read_metadata(model)  # ModelError if it has none, or the wrong kind
+    model_bytes = model.read_bytes()
+    sidecar = sidecar_path(model)
+    sidecar_bytes = sidecar.read_bytes() if sidecar.is_file() else json.dumps(metadata, indent=2).encode()
+    files = {f"edge_runtime/{p.name}": (p.read_bytes(), 0o644) for p in runtime_files(root)}
+    files[f"models/{MODEL_NAME}"] = (model_bytes, 0o644)
+    files[f"models/{Path(MODEL_NAME).with_suffix('.json')}"] = (sidecar_bytes, 0o644)
+    for name, mode in DEPLOY.items():
+        files[name] = ((root / "deploy" / name).read_bytes(), mode)
+    build = {
+        "model": {"source": str(model), "sha256": hashlib.sha256(model_bytes).hexdigest(),
+                  "variant": metadata.get("variant"), "labels": metadata["labels"],
+                  "accuracy": (metadata.get("accuracy") or {}).get("accuracy")},
+        "git_commit": git_commit(root),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    files["BUILD.json"] = (json.dumps(build, indent=2).encode(), 0o644)
+    return files
+
+
+def write_tarball(files: dict[str, tuple[bytes, int]], output: Path) -> None:
+    """A .tar.gz of `files` under PREFIX/, written atomically; owner root, sorted, one timestamp."""
+    now = int(time.time())
+    with atomic.atomic_path(output) as tmp:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for name in sorted(files):
+                data, mode = files[name]
+                info = tarfile.TarInfo(f"{PREFIX}/{name}")
+                info.size, info.mode, info.mtime = len(data), mode, now
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                tar.addfile(info, io.BytesIO(data))
+
+
+def build(model: Path = DEFAULT_MODEL, output: Path = DEFAULT_OUTPUT, root: Path = ROOT) -> Path:
+    write_tarball(bundle_contents(model, root), output)
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.pi_bundle", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="the .tflite model to ship")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where the .tar.gz goes")
+    args = parser.parse_args(argv)
+    try:
+        output = build(args.model, args.output)
+    except EdgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    size = output.stat().st_size / 2**20
+    print(f"{output} ({size:.1f} MB). On the Pi:\n"
+          f"  scp {output} pi@raspberrypi.local:\n"
+          f"  ssh pi@raspberrypi.local 'tar xzf {output.name} && {PREFIX}/install.sh'\n"
+          f"  ssh -t pi@raspberrypi.local {PREFIX}/run webcam --headless")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
