@@ -437,8 +437,13 @@ def run(args) -> int:
                 if window or args.save:
                     annotated = draw_overlay(fr.frame, fr.box, fr.result, fps, fr.latency_ms, args.inset)
                     if args.save:
-                        size = annotated.shape[1::-1]  # (width, height)
-                        writer = writer or open_writer(args.save, args.fps or source_fps(stream), size)
+                        if writer is None:
+                            save_size = annotated.shape[1::-1]  # (width, height) of the first frame
+                            writer = open_writer(args.save, args.fps or source_fps(stream), save_size)
+                        if annotated.shape[1::-1] != save_size:
+                            # A camera that changes resolution mid-run: a video file has one frame size.
+                            import cv2
+                            annotated = cv2.resize(annotated, save_size, interpolation=cv2.INTER_AREA)
                         writer.write(annotated)
                     if window and not show(annotated):
                         stats["reason"] = "quit"

@@ -293,6 +293,38 @@ def test_rate_limits_a_live_source_to_the_newest_frames(video, tiny_int8_model, 
     assert skipped > 10  # the reader thread kept reading; only the newest frames were classified
 
 
+def test_frames_change_size_mid_stream(video, tiny_int8_model, tmp_path, monkeypatch, no_display, capsys):
+    """A camera that switches resolution (USB renegotiation): every frame is still classified,
+    and the recording keeps one frame size."""
+    import cv2
+    frames = decoded_frames(video)[:4]
+    mixed = [frames[0], cv2.resize(frames[1], (320, 240)), frames[2], cv2.resize(frames[3], (1280, 720))]
+    camera = FakeCamera(mixed, delay_s=0.0)
+    monkeypatch.setattr(capture, "open_capture", lambda spec: camera)
+    out_path = tmp_path / "mixed.avi"
+    assert webcam.run(parse("--camera", "0", "--model", str(tiny_int8_model), "--max_frames", "6",
+                            "--save", str(out_path))) == 0
+    lines = json_lines(capsys.readouterr().out)
+    assert len(lines) == 6 and all(line["label"] for line in lines)
+    saved = decoded_frames(out_path)
+    assert len(saved) == 6 and {f.shape for f in saved} == {saved[0].shape}
+
+
+def test_busy_camera_is_one_line_naming_the_device(monkeypatch):
+    """A device another program holds: V4L2 opens fail. Faked, as no camera is attached here."""
+    import cv2
+
+    class Unopened:
+        def isOpened(self):
+            return False
+
+    monkeypatch.setattr(capture.Path, "exists", lambda self: True)
+    monkeypatch.setattr(capture.os, "access", lambda path, mode: True)
+    monkeypatch.setattr(cv2, "VideoCapture", lambda *a, **k: Unopened())
+    with pytest.raises(capture.CameraError, match=r"can't open .*0.*another program using it \(fuser /dev/video0\)"):
+        capture.open_capture(capture.parse_source(None, "0"))
+
+
 # -- the real command line ------------------------------------------------------------------
 
 
