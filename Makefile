@@ -59,7 +59,7 @@ doctor: $(STAMP) ## check interpreter, model, cameras and display on this machin
 pi-bundle: $(STAMP) ## dist/fashion-edge-pi.tar.gz: runtime, model, install script, systemd unit
 	$(PY) -m tools.pi_bundle $(ARGS)
 
-pi-check: $(STAMP) ## run the runtime under an emulated Raspberry Pi 4 CPU and compare with this machine
+pi-check: data ## run the runtime under an emulated Raspberry Pi 4 CPU and compare with this machine
 	PY=$(PY) bash tools/pi_check.sh
 
 clean: ## remove the environment, runs and models

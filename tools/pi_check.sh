@@ -22,8 +22,9 @@
 #   PI_CPU      the emulated CPU (default cortex-a72, a Pi 4; cortex-a76 for a Pi 5)
 #   PI_COUNT    how many Fashion-MNIST test images (default 200)
 #   PI_PHOTOS   a directory of real photos to classify too (default ../shared/real-photos if present)
-#   PI_PHOTO_LIMIT  at most this many of them, evenly spread over their sorted names (default 48; 0: all)
+#   PI_PHOTO_LIMIT  at most this many of them, evenly spread over their sorted names (default 32; 0: all)
 #   PI_STRICT=1 no tolerance at all (see tools/pi_check.py: the aarch64 int8 softmax)
+#   PI_BATCH    the Classifier's batch size (default 64; 1 for armv7l)
 #   PI_CACHE    cache directory (default .cache/pi-check)
 #   PI_DEBIAN_MIRROR, PI_DEBIAN_SECURITY_MIRROR   override the Debian mirrors taken from the host's apt sources
 set -euo pipefail
@@ -35,11 +36,11 @@ PY=${PY:-.venv/bin/python}
 ARCH=${PI_ARCH:-aarch64}
 MODEL=${PI_MODEL:-models/fashion_mnist_int8.tflite}
 COUNT=${PI_COUNT:-200}
-PHOTO_LIMIT=${PI_PHOTO_LIMIT:-48}   # emulated, a photo takes ~0.3 s
+PHOTO_LIMIT=${PI_PHOTO_LIMIT:-32}   # emulated, a photo takes ~0.3 s
 CACHE=${PI_CACHE:-$ROOT/.cache/pi-check}
 SUITE=bookworm            # Raspberry Pi OS 12 is Debian bookworm
 PYVER=3.11                # bookworm's Python
-RECIPE_VERSION=1          # bump to rebuild every cache after changing how they are built
+RECIPE_VERSION=2          # bump to rebuild every cache after changing how they are built
 
 say() { echo "pi-check: $*"; }
 die() { echo "pi-check: error: $*" >&2; exit 1; }
@@ -98,6 +99,15 @@ run_logged() {  # run a command, its output to $LOG; on failure show the end of 
         die "failed: $* (full log: $LOG)"
     fi
 }
+retry_logged() {  # the same, up to three tries: mirrors are sometimes caught mid-sync
+    local try
+    for try in 1 2; do
+        "$@" >>"$LOG" 2>&1 && return 0
+        say "'$*' failed (try $try of 3), retrying in $((try * 10))s"
+        sleep $((try * 10))
+    done
+    run_logged "$@"
+}
 : >"$LOG"
 
 # ------------------------------------------------------- 1. root filesystem
@@ -113,6 +123,36 @@ debian_mirrors() {
     [ -n "$security" ] || security=$(awk '{print $NF}' <<<"$targets" | grep -E '/debian-security/?$' | head -n1 || true)
     MIRROR=${PI_DEBIAN_MIRROR:-${main:-http://deb.debian.org/debian/}}
     SECURITY_MIRROR=${PI_DEBIAN_SECURITY_MIRROR:-${security:-http://deb.debian.org/debian-security/}}
+}
+
+apt_update() {  # apt-get update; a suite other than the main one whose index won't download is left out
+    local apt=$1 try attempt=$1/update.log suite dropped=""
+    for try in 1 2 3; do
+        if apt-get -q -o APT::Update::Error-Mode=any update >"$attempt" 2>&1; then
+            cat "$attempt" >>"$LOG"
+            return 0
+        fi
+        cat "$attempt" >>"$LOG"
+        if ! grep -q "Failed to fetch .*/dists/$SUITE/" "$attempt"; then
+            for suite in "$SUITE-updates" "$SUITE-security"; do
+                if grep -q "Failed to fetch .*/dists/$suite/" "$attempt"; then
+                    sed -i "/ $suite main\$/d" "$apt/etc/sources.list"
+                    dropped="$dropped $suite"
+                fi
+            done
+        fi
+        [ -z "$dropped" ] || break
+        [ "$try" = 3 ] || { say "apt-get update failed (try $try of 3), retrying in $((try * 10))s"; sleep $((try * 10)); }
+    done
+    if [ -z "$dropped" ]; then
+        tail -n 25 "$attempt" >&2
+        die "apt-get update failed for Debian $SUITE $DEB_ARCH (full log: $LOG)"
+    fi
+    # Mirrors are sometimes caught mid-sync. Point releases still come from
+    # $SUITE itself; this check is about the CPU, not about security fixes.
+    say "warning: left out$dropped: its package index did not download" \
+        "($(grep -m1 -oE 'File has unexpected size[^.]*|[0-9]{3} [A-Z][A-Za-z ]+' "$attempt" || echo 'see the log'))"
+    run_logged apt-get -q -o APT::Update::Error-Mode=any update
 }
 
 build_rootfs() {
@@ -133,6 +173,7 @@ APT::Install-Recommends "false";
 APT::Install-Suggests "false";
 APT::Get::AllowUnauthenticated "false";
 Acquire::Languages "none";
+Acquire::Retries "3";
 Dir::State "$apt";
 Dir::State::lists "$apt/lists";
 Dir::State::status "$apt/status";
@@ -156,12 +197,12 @@ EOF
     if [ "$(id -u)" = 0 ]; then echo 'APT::Sandbox::User "root";' >>"$apt/etc/apt.conf"; fi
     export APT_CONFIG=$apt/etc/apt.conf
     say "fetching Debian $SUITE $DEB_ARCH package lists from $MIRROR and $SECURITY_MIRROR"
-    run_logged apt-get -q update
+    apt_update "$apt"
     # Download-only install into the empty status: apt's own resolver picks
     # the dependency closure (versions, alternatives, security updates); no
     # list of ours can go stale.
     rm -f "$apt/archives/"*.deb
-    run_logged apt-get -q -y --download-only install $PACKAGES
+    retry_logged apt-get -q -y --download-only install $PACKAGES
     unset APT_CONFIG
     local debs=("$apt/archives/"*.deb)
     [ -e "${debs[0]}" ] || die "apt downloaded no packages (see $LOG)"
@@ -176,6 +217,14 @@ EOF
              "$partial/usr/lib/python3/dist-packages"   # (empty site dirs: never the host's packages)
     : >"$partial/etc/ld.so.cache"                      # the loader must not read the host's cache
     cpuinfo >"$partial/proc/cpuinfo"                   # the interpreter reads it (the host's is x86's)
+    # Maintainer scripts don't run, so the links update-alternatives would make
+    # are missing: BLAS/LAPACK (numpy's, on armhf) live in subdirectories.
+    local lib found triplet
+    triplet=$(basename "$(dirname "$(find "$partial/usr/lib" "$partial/lib" -maxdepth 2 -name 'libc.so.6' | head -n1)")")
+    for lib in libblas.so.3 liblapack.so.3; do
+        found=$(cd "$partial/usr/lib/$triplet" && find . -mindepth 2 -maxdepth 2 -name "$lib" | sort | head -n1)
+        if [ -n "$found" ] && [ ! -e "$partial/usr/lib/$triplet/$lib" ]; then ln -s "${found#./}" "$partial/usr/lib/$triplet/$lib"; fi
+    done
     [ -x "$partial/usr/bin/python$PYVER" ] || die "no python$PYVER in the unpacked packages"
     rm -rf "$WORK/rootfs"
     mv "$partial" "$WORK/rootfs"
@@ -217,13 +266,14 @@ TARGET_ARGS=("${PLATFORM_ARGS[@]}" --python-version "$PYVER" --implementation cp
 
 # The runtime, as a wheel built from a clean copy of edge_runtime/ (a build in
 # place would leave build/ and *.egg-info there). Cached by its sources' hash.
-SRC_HASH=$(cd edge_runtime && find . -type f \( -name '*.py' -o -name 'pyproject.toml' -o -name '*.json' \) \
-           -not -path '*/build/*' -not -path '*.egg-info/*' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
+SRC_HASH=$(cd edge_runtime && find . -type f -not -path './build/*' -not -path '*.egg-info/*' \
+           -not -path '*/__pycache__/*' -not -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum \
+           | sha256sum | cut -c1-16)
 RUNTIME=$WORK/runtime-$SRC_HASH
 if [ ! -f "$RUNTIME/.complete" ]; then
     say "building the runtime wheel from edge_runtime/"
-    rm -rf "$RUNTIME" "$WORK/build"
-    PARTIALS+=("$WORK/build" "$RUNTIME")
+    rm -rf "$RUNTIME" "$RUNTIME.partial" "$WORK/build"
+    PARTIALS+=("$WORK/build" "$RUNTIME.partial")
     mkdir -p "$WORK/build/src"
     mkdir -p "$WORK/build/src/edge_runtime"
     tar -C edge_runtime --exclude=./build --exclude='*.egg-info' --exclude=__pycache__ --exclude='*.pyc' -cf - . \
@@ -235,9 +285,10 @@ if [ ! -f "$RUNTIME/.complete" ]; then
     fi
     run_logged "${PIP[@]}" wheel --no-deps "${ISOLATION[@]}" -w "$WORK/build/dist" "$WORK/build/src/edge_runtime"
     WHEEL=$(ls "$WORK/build/dist/"*.whl)
-    run_logged "${PIP[@]}" install --no-deps --no-index --target "$RUNTIME" "$WHEEL"
-    cp "$WHEEL" "$RUNTIME/"
-    touch "$RUNTIME/.complete"
+    run_logged "${PIP[@]}" install --no-deps --no-index --target "$RUNTIME.partial" "$WHEEL"
+    cp "$WHEEL" "$RUNTIME.partial/"
+    touch "$RUNTIME.partial/.complete"
+    mv "$RUNTIME.partial" "$RUNTIME"
     rm -rf "$WORK/build"
     for old in "$WORK"/runtime-*; do [ "$old" = "$RUNTIME" ] || rm -rf "$old"; done
 fi
@@ -257,52 +308,87 @@ for name in ("numpy", "opencv-python-headless", "ai-edge-litert"):
 EOF
 )
     REQUIREMENTS=("$WHEEL")   # the runtime's own declared dependencies
+    DEPS_ARGS=()
     DEPS_NOTE="edge_runtime's dependencies"
 else
     # 32-bit: numpy and OpenCV come from Debian (in the rootfs); tflite-runtime
     # 2.14 is the only interpreter with armv7l wheels, built for numpy 1.
     CONSTRAINTS=""
     REQUIREMENTS=("tflite-runtime==2.14.*")
+    DEPS_ARGS=(--no-deps)     # its numpy requirement is met by Debian's python3-numpy
     DEPS_NOTE="tflite-runtime (numpy and OpenCV from Debian)"
 fi
 DEPS_RECIPE="v$RECIPE_VERSION $PYVER [$PLATFORMS] [$CONSTRAINTS] [${REQUIREMENTS[*]##*/}] $(sha256sum edge_runtime/pyproject.toml | cut -c1-16)"
 SITE=$WORK/site-$(hash_of "$DEPS_RECIPE")
 if [ ! -f "$SITE/.complete" ]; then
     say "downloading $DEPS_NOTE for $ARCH from PyPI"
-    rm -rf "$SITE"
-    PARTIALS+=("$SITE")
+    rm -rf "$SITE" "$SITE.partial"
+    PARTIALS+=("$SITE.partial")
     printf '%s\n' "$CONSTRAINTS" >"$WORK/constraints.txt"
-    run_logged "${PIP[@]}" download -d "$WORK/wheels" "${TARGET_ARGS[@]}" -c "$WORK/constraints.txt" "${REQUIREMENTS[@]}"
-    run_logged "${PIP[@]}" install --no-index --find-links "$WORK/wheels" --target "$SITE" "${TARGET_ARGS[@]}" \
-        -c "$WORK/constraints.txt" "${REQUIREMENTS[@]}"
-    rm -rf "$SITE"/edge_runtime "$SITE"/fashion_edge_runtime-*.dist-info "$SITE/bin"  # the runtime comes from $RUNTIME
-    echo "$DEPS_RECIPE" >"$SITE/.recipe"
-    touch "$SITE/.complete"
+    run_logged "${PIP[@]}" download -d "$WORK/wheels" "${TARGET_ARGS[@]}" "${DEPS_ARGS[@]}" -c "$WORK/constraints.txt" "${REQUIREMENTS[@]}"
+    run_logged "${PIP[@]}" install --no-index --find-links "$WORK/wheels" --target "$SITE.partial" "${TARGET_ARGS[@]}" \
+        "${DEPS_ARGS[@]}" -c "$WORK/constraints.txt" "${REQUIREMENTS[@]}"
+    # The runtime itself comes from $RUNTIME, fresh whenever its sources change.
+    rm -rf "$SITE.partial"/edge_runtime "$SITE.partial"/fashion_edge_runtime-*.dist-info "$SITE.partial/bin"
+    echo "$DEPS_RECIPE" >"$SITE.partial/.recipe"
+    touch "$SITE.partial/.complete"
+    mv "$SITE.partial" "$SITE"
     for old in "$WORK"/site-*; do [ "$old" = "$SITE" ] || rm -rf "$old"; done
     say "wheels: $(ls "$SITE" | grep -c '\.dist-info$') packages, $(du -sh "$SITE" | cut -f1) ($(elapsed))"
 else
     say "wheels: cached ($SITE)"
 fi
 
+# The host side runs this machine's Python with the project (PY). For
+# armv7l that has other versions of everything (ai-edge-litert 2.x, numpy 2,
+# OpenCV 5) than the Pi (tflite-runtime 2.14, Debian's numpy 1.24 and OpenCV
+# 4.6), so a venv with the Pi's versions makes the comparison like for like.
+HOST_PY=$PY
+BATCH=${PI_BATCH:-64}
+if [ "$ARCH" = armv7l ]; then
+    NUMPY_VERSION=$(ls "$ROOTFS/usr/lib/python3/dist-packages" | sed -n 's/^numpy-\([0-9.]*\)\.egg-info$/\1/p' | head -n1)
+    OPENCV_VERSION=$(ls "$WORK/apt/archives" | sed -n 's/^python3-opencv_\([0-9.]*\)+.*/\1/p' | head -n1)
+    [ -n "$NUMPY_VERSION" ] && [ -n "$OPENCV_VERSION" ] || die "can't tell Debian's numpy and OpenCV versions in $ROOTFS"
+    HOST_REQS="numpy==$NUMPY_VERSION opencv-python-headless==$OPENCV_VERSION.* tflite-runtime==2.14.0"
+    HOST_VENV=$WORK/host-venv-$(hash_of "v$RECIPE_VERSION $HOST_REQS $("$PY" -c 'import sys; print(sys.version)')")
+    if [ ! -f "$HOST_VENV/.complete" ]; then
+        say "a host venv with the Pi's versions: $HOST_REQS"
+        rm -rf "$HOST_VENV" "$HOST_VENV.partial"
+        PARTIALS+=("$HOST_VENV.partial")
+        run_logged "$PY" -m venv "$HOST_VENV.partial"
+        run_logged "$HOST_VENV.partial/bin/python" -m pip install --disable-pip-version-check -q $HOST_REQS
+        touch "$HOST_VENV.partial/.complete"
+        mv "$HOST_VENV.partial" "$HOST_VENV"   # venv scripts hard-code their path: only python -m is used
+        for old in "$WORK"/host-venv-*; do [ "$old" = "$HOST_VENV" ] || rm -rf "$old"; done
+    fi
+    HOST_PY=$HOST_VENV/bin/python
+    # Under qemu-arm, tflite-runtime 2.14's optimized kernels crash (SIGSEGV) once the
+    # input is resized to a batch of 2 or more; one image at a time works.
+    BATCH=${PI_BATCH:-1}
+    [ "$BATCH" = 1 ] && say "warning: armv7l: classifying one image at a time (tflite-runtime 2.14 crashes on batches under qemu-arm; PI_BATCH=64 to see it)"
+fi
+
 # ---------------------------------------------------------- 3. the two runs
 OUT=$WORK/out
 rm -rf "$OUT"
 mkdir -p "$OUT"
-RUN_ARGS=(run --model "$MODEL" --count "$COUNT" --data_dir "$DATA_DIR")
+RUN_ARGS=(run --model "$MODEL" --count "$COUNT" --data_dir "$DATA_DIR" --batch-size "$BATCH")
 [ -z "$PHOTOS" ] || RUN_ARGS+=(--photos "$PHOTOS" --photo-limit "$PHOTO_LIMIT")
 
 say "host ($(uname -m)): classifying $COUNT test images$([ -z "$PHOTOS" ] || echo " and the photos in $PHOTOS") with $(basename "$MODEL")"
 PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} TF_CPP_MIN_LOG_LEVEL=2 \
-    "$PY" tools/pi_check.py "${RUN_ARGS[@]}" --out "$OUT/host.json" 2>"$OUT/host.log" \
+    "$HOST_PY" tools/pi_check.py "${RUN_ARGS[@]}" --out "$OUT/host.json" 2>"$OUT/host.log" \
     || { cat "$OUT/host.log" >&2; die "the host run failed"; }
 
 say "emulated Pi ($QEMU -cpu $CPU, Debian $SUITE $DEB_ARCH, Python $PYVER): the same"
 # A clean environment: nothing of the host's (LD_LIBRARY_PATH, PYTHON*) reaches the guest.
-# -0 makes sys.executable /usr/bin/python3.11, as on the Pi.
+# Python is started by its full host path, so its own files (stdlib, Debian's
+# dist-packages) are found by real paths under ROOTFS and never depend on -L,
+# which qemu 7.2 does not apply everywhere (32-bit guests' statx ignores it).
 T_PI=$SECONDS
 env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 TMPDIR=/tmp PYTHONNOUSERSITE=1 \
     PYTHONPATH="$RUNTIME:$SITE" \
-    "$QEMU" -cpu "$CPU" -L "$ROOTFS" -0 "/usr/bin/python$PYVER" "$ROOTFS/usr/bin/python$PYVER" \
+    "$QEMU" -cpu "$CPU" -L "$ROOTFS" "$ROOTFS/usr/bin/python$PYVER" \
     "$ROOT/tools/pi_check.py" "${RUN_ARGS[@]}" --out "$OUT/pi.json" \
     --expect-machine "$ARCH" --forbid-tensorflow 2>"$OUT/pi.log" \
     || { cat "$OUT/pi.log" >&2; die "the emulated run failed"; }
