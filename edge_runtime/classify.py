@@ -5,8 +5,9 @@
     python -m edge_runtime classify --save_input seen/ photo.jpg   # what did the model see?
 
 One line per image on stdout (or one JSON object with --json). A file that
-can't be read is reported on stderr and skipped; the exit status is then 1.
-No path matching anything at all is a usage error (exit status 2).
+can't be read, or a glob or directory without images, is reported on stderr
+and skipped; the exit status is then 1. No path matching anything at all is
+a usage error (exit status 2).
 
 OpenCV is imported only in `run`, so setting up the command line (which
 imports every command module) works without it.
@@ -62,12 +63,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 # -- finding the files --------------------------------------------------------------
 
 def images_in(directory: str) -> list[str]:
-    """Image files under a directory, recursively, in sorted order (symlinked dirs not followed)."""
+    """Image files under a directory, recursively, sorted.
+
+    Hidden files and directories are skipped (macOS leaves `._photo.jpg`
+    resource files next to photos copied from it), and symlinked
+    directories are not followed (no loops).
+    """
     from .imageio import is_image_name  # OpenCV: only when the command runs
     found = []
     for root, dirs, files in os.walk(directory):
-        dirs.sort()
-        found += [os.path.join(root, f) for f in sorted(files) if is_image_name(f)]
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(root, f) for f in sorted(files) if is_image_name(f) and not f.startswith(".")]
     return found
 
 

@@ -48,7 +48,7 @@ def default_model_path() -> Path:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model and --threads, shared by every command that runs a model."""
     parser.add_argument("--model", type=Path, default=None,
-                        help=f"a .tflite model with metadata (default: ${MODEL_ENV_VAR} or models/{MODEL_FILENAME})")
+                        help=f"a .tflite model with metadata; None means ${MODEL_ENV_VAR}, else models/{MODEL_FILENAME}")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads")
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import struct
 
 import cv2
@@ -188,27 +189,42 @@ def header_size(data: bytes) -> tuple[str | None, tuple[int, int] | None]:
 
 # -- decoding -----------------------------------------------------------------
 
+def _os_error(name: str, path, error: OSError) -> ImageError:
+    """One-line message for an OSError from stat or open."""
+    if isinstance(error, FileNotFoundError):
+        if os.path.islink(path):
+            return ImageError(f"{name}: broken symbolic link (points to {display_path(os.readlink(path))}, "
+                              "which doesn't exist)")
+        return ImageError(f"{name}: no such file")
+    if isinstance(error, PermissionError):
+        return ImageError(f"{name}: permission denied (can't read the file)")
+    return ImageError(f"{name}: can't read the file ({error.strerror or error})")
+
+
 def _read_bytes(path) -> bytes:
-    """The file's bytes, with OS errors turned into one-line ImageErrors."""
+    """The file's bytes, with OS errors turned into one-line ImageErrors.
+
+    Checks what the path is before opening it: a FIFO would block forever
+    and /dev/zero never ends.
+    """
     name = display_path(path)
     try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageError(f"{name}: is a directory, not an image file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(f"{name}: not a regular file (a device, pipe or socket)")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ImageError(f"{name}: file is {info.st_size / 2**20:.1f} MB, more than the "
+                             f"{MAX_FILE_BYTES / 2**20:.0f} MB a photo can reasonably be")
         with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            raise ImageError(f"{name}: broken symbolic link (points to {display_path(os.readlink(path))}, "
-                             "which doesn't exist)") from None
-        raise ImageError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{name}: is a directory, not an image file") from None
-    except PermissionError:
-        raise ImageError(f"{name}: permission denied (can't read the file)") from None
+            data = f.read(MAX_FILE_BYTES + 1)  # +1: a file that grew since stat is still caught
     except OSError as e:
-        raise ImageError(f"{name}: can't read the file ({e.strerror or e})") from None
+        raise _os_error(name, path, e) from None
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
     if len(data) > MAX_FILE_BYTES:
-        raise ImageError(f"{name}: file is larger than {MAX_FILE_BYTES // 2**20} MB; not a photo this tool reads")
+        raise ImageError(f"{name}: file is larger than {MAX_FILE_BYTES // 2**20} MB")
     return data
 
 

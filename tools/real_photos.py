@@ -95,11 +95,16 @@ def markdown(report: dict) -> str:
              f"{report['in_distribution']} labelled photos of {len(classes)} classes and "
              f"{report['out_of_distribution']} out-of-distribution photos from {report['photos_dir']}; "
              f"threshold {report['threshold']}.", "",
-             "| preprocessing | top-1 | confident wrong | in-dist. unknown | OOD unknown | OOD confident |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| preprocessing | top-1 | top-1 when confident | confident wrong | in-dist. unknown "
+             "| OOD unknown | OOD confident |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
-        lines.append(f"| {name} | {pct(r['accuracy'])} | {pct(r['confident_wrong'])} | "
-                     f"{pct(r['in_distribution_unknown'])} | {pct(r['ood_unknown'])} | {pct(r['ood_confident'])} |")
+        lines.append(f"| {name} | {pct(r['accuracy'])} | {pct(r['accuracy_of_confident'])} | "
+                     f"{pct(r['confident_wrong'])} | {pct(r['in_distribution_unknown'])} | {pct(r['ood_unknown'])} | "
+                     f"{pct(r['ood_confident'])} |")
+    lines += ["", "top-1: all in-distribution photos, threshold ignored. Confident: top score >= threshold; "
+              "otherwise the photo is reported as unknown. Confident wrong and in-dist. unknown are shares of the "
+              "in-distribution photos; OOD columns are shares of the out-of-distribution photos."]
     lines += ["", "Top-1 accuracy per class:", "",
               "| class | photos | " + " | ".join(results) + " |",
               "|---|---:|" + "---:|" * len(results)]

@@ -1,0 +1,272 @@
+"""edge_runtime.imageio: every bad file is a one-line ImageError; good files decode to uint8."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_runtime.errors import ImageError
+from edge_runtime.imageio import decode, display_path, header_size, read_image
+
+
+def encode(ext: str, image: np.ndarray, params=()) -> bytes:
+    ok, buf = cv2.imencode(ext, image, list(params))
+    assert ok
+    return buf.tobytes()
+
+
+def photo(h: int = 60, w: int = 80) -> np.ndarray:
+    """A BGR image with structure (JPEG artefacts stay small): a dark square on a light gradient."""
+    image = np.zeros((h, w, 3), np.uint8)
+    image[:] = np.linspace(150, 250, w, dtype=np.uint8)[None, :, None]
+    image[h // 4:3 * h // 4, w // 4:3 * w // 4] = (40, 60, 200)
+    return image
+
+
+def write(tmp_path, name: str, data: bytes):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def refuses(path, *words, **kwargs) -> str:
+    """read_image(path) must raise ImageError with a one-line message naming the file and saying `words`."""
+    with pytest.raises(ImageError) as info:
+        read_image(path, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    assert os.path.basename(display_path(path)) in message
+    for word in words:
+        assert word in message, message
+    return message
+
+
+# -- files that are not images ------------------------------------------------------
+
+def test_missing_file(tmp_path):
+    refuses(tmp_path / "nope.jpg", "no such file")
+
+
+def test_dangling_symlink_names_its_target(tmp_path):
+    link = tmp_path / "photo.jpg"
+    link.symlink_to(tmp_path / "gone.jpg")
+    refuses(link, "broken symbolic link", "gone.jpg")
+
+
+def test_directory_named_like_an_image(tmp_path):
+    (tmp_path / "x.jpg").mkdir()
+    refuses(tmp_path / "x.jpg", "is a directory")
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads files despite chmod 000")
+def test_unreadable_file(tmp_path):
+    path = write(tmp_path, "secret.png", encode(".png", photo()))
+    path.chmod(0)
+    try:
+        refuses(path, "permission denied")
+    finally:
+        path.chmod(0o644)
+
+
+def test_zero_byte_file(tmp_path):
+    refuses(write(tmp_path, "empty.jpg", b""), "empty file")
+
+
+@pytest.mark.parametrize("data", [os.urandom(5000), b"\x00" * 100, b"\xff\xd8"], ids=["random", "zeros", "2-bytes"])
+def test_random_bytes_with_jpg_extension(tmp_path, data):
+    refuses(write(tmp_path, "photo.jpg", data), "not a decodable image", "JPEG/PNG/WEBP/BMP")
+
+
+def test_text_file(tmp_path):
+    refuses(write(tmp_path, "notes.png", b"shopping list:\n- socks\n- a hat\n"), "not a decodable image")
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png", ".webp", ".bmp"])
+@pytest.mark.parametrize("keep", [0.5, 0.9, -1], ids=["half", "90%", "all-but-1-byte"])
+def test_truncated_files(tmp_path, ext, keep):
+    data = encode(ext, photo())
+    cut = len(data) - 1 if keep == -1 else int(len(data) * keep)
+    message = refuses(write(tmp_path, "cut" + ext, data[:cut]))
+    assert "truncated" in message
+
+
+def test_damaged_jpeg_structure(tmp_path):
+    data = bytearray(encode(".jpg", photo()))
+    data[4:6] = b"\x00\x05"  # the first segment's length now points into the middle of it
+    refuses(write(tmp_path, "bad.jpg", bytes(data)), "damaged JPEG")
+
+
+# -- refusing huge images before decoding ---------------------------------------------
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def test_png_claiming_20000x20000_is_refused_from_its_header(tmp_path):
+    # A 100-byte file that says 400 megapixels; its "pixels" are 10 zero
+    # bytes that could never decode. The size message (not "not decodable")
+    # shows the header was checked before any decoding was tried.
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    data = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", bytes(10))
+            + png_chunk(b"IEND", b""))
+    message = refuses(write(tmp_path, "bomb.png", data), "20000x20000", "megapixel limit")
+    assert "400.0 megapixels" in message
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png", ".webp", ".bmp"])
+def test_real_image_over_the_limit_is_refused(tmp_path, ext):
+    path = write(tmp_path, "big" + ext, encode(ext, photo(60, 80)))
+    refuses(path, "60", "80", "megapixel limit", max_pixels=80 * 60 - 1)
+    assert read_image(path, max_pixels=80 * 60).shape == (60, 80, 3)
+
+
+@pytest.mark.parametrize("ext,params", [(".jpg", ()), (".png", ()), (".bmp", ()),
+                                        (".webp", ()), (".webp", (cv2.IMWRITE_WEBP_QUALITY, 101))],
+                         ids=["jpeg", "png", "bmp", "webp-lossy", "webp-lossless"])
+def test_header_size_matches_the_decoded_size(ext, params):
+    data = encode(ext, photo(37, 91), params)
+    fmt, size = header_size(data)
+    assert size == (91, 37)
+    assert fmt in ext.replace("jpg", "jpeg")
+
+
+# -- images that must decode ------------------------------------------------------------
+
+def test_16_bit_png_becomes_8_bit(tmp_path):
+    image = np.zeros((4, 5, 3), np.uint16)
+    image[0, 0] = 65535
+    image[1, 1] = 32896  # 128.0 * 257
+    path = write(tmp_path, "deep.png", encode(".png", image))
+    out = read_image(path)
+    assert out.dtype == np.uint8 and out.shape == (4, 5, 3)
+    assert out[0, 0].tolist() == [255, 255, 255]
+    assert out[1, 1].tolist() == [128, 128, 128]
+    assert out[2, 2].tolist() == [0, 0, 0]
+
+
+def test_16_bit_gray_png(tmp_path):
+    path = write(tmp_path, "deep_gray.png", encode(".png", np.full((3, 7), 65535, np.uint16)))
+    out = read_image(path)
+    assert out.dtype == np.uint8 and out.shape == (3, 7) and (out == 255).all()
+
+
+def test_rgba_png_keeps_its_alpha(tmp_path):
+    image = np.zeros((10, 12, 4), np.uint8)
+    image[:, :6, 3] = 255  # left half opaque, right half transparent
+    out = read_image(write(tmp_path, "cutout.png", encode(".png", image)))
+    assert out.shape == (10, 12, 4)
+    assert (out[:, :6, 3] == 255).all() and (out[:, 6:, 3] == 0).all()
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_grayscale_stays_single_channel(tmp_path, ext):
+    gray = cv2.cvtColor(photo(), cv2.COLOR_BGR2GRAY)
+    out = read_image(write(tmp_path, "gray" + ext, encode(ext, gray)))
+    assert out.shape == gray.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - gray).mean() < 3  # JPEG is lossy
+
+
+@pytest.mark.parametrize("params", [(), (cv2.IMWRITE_WEBP_QUALITY, 101)], ids=["lossy", "lossless"])
+def test_webp(tmp_path, params):
+    out = read_image(write(tmp_path, "p.webp", encode(".webp", photo(), params)))
+    assert out.shape == (60, 80, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - photo()).mean() < 5
+
+
+def test_webp_with_alpha(tmp_path):
+    image = np.dstack([photo(), np.full((60, 80), 255, np.uint8)])
+    image[:, :10, 3] = 0
+    out = read_image(write(tmp_path, "a.webp", encode(".webp", image, (cv2.IMWRITE_WEBP_QUALITY, 101))))
+    assert out.shape == (60, 80, 4) and (out[:, :10, 3] == 0).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 20000, 3), (20000, 1, 3)])
+@pytest.mark.parametrize("ext", [".png", ".bmp"])
+def test_extreme_shapes(tmp_path, shape, ext):
+    image = np.full(shape, 77, np.uint8)
+    out = read_image(write(tmp_path, "thin" + ext, encode(ext, image)))
+    assert out.shape == shape and (out == 77).all()
+
+
+def test_jpeg_exif_orientation_is_applied(tmp_path):
+    # Phone photos are stored sideways with an EXIF "rotate 90" tag.
+    # Orientation 6 = rotate 90 degrees clockwise for display.
+    image = np.zeros((40, 80, 3), np.uint8)
+    image[:, :20] = 255  # a white band on the left of a landscape image
+    tiff = b"MM\x00\x2a" + struct.pack(">IH", 8, 1) + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0) + bytes(4)
+    app1 = b"Exif\x00\x00" + tiff
+    jpeg = encode(".jpg", image)
+    data = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+    out = read_image(write(tmp_path, "phone.jpg", data))
+    assert out.shape == (80, 40, 3)  # portrait, as the phone showed it
+    assert out[:20].mean() > 200 and out[30:].mean() < 50  # the band is now at the top
+
+
+def test_cmyk_jpeg_is_converted_to_bgr(tmp_path):
+    pil = pytest.importorskip("PIL.Image")
+    path = tmp_path / "print.jpg"
+    pil.new("CMYK", (30, 20), (0, 255, 255, 0)).save(path)  # cyan 0, magenta+yellow full: red
+    out = read_image(path)
+    assert out.shape == (20, 30, 3)
+    b, g, r = out.reshape(-1, 3).mean(0)
+    assert r > 200 and g < 60 and b < 60
+
+
+# -- file names ---------------------------------------------------------------------------
+
+def test_non_utf8_file_name(tmp_path):
+    name = os.path.join(os.fsencode(tmp_path), b"caf\xe9-\xff.png")  # Latin-1 bytes: not UTF-8
+    with open(name, "wb") as f:
+        f.write(encode(".png", photo()))
+    assert read_image(name).shape == (60, 80, 3)  # bytes path
+    as_str = os.fsdecode(name)  # str with surrogate escapes, what os.listdir gives
+    assert read_image(as_str).shape == (60, 80, 3)
+    shown = display_path(as_str)
+    shown.encode("utf-8")  # printable, JSON-able: no lone surrogates
+    assert shown.endswith("caf\ufffd-\ufffd.png")
+
+
+def test_error_message_for_non_utf8_name_is_printable(tmp_path):
+    name = os.path.join(os.fsencode(tmp_path), b"\xe9t\xe9.jpg")
+    with open(name, "wb") as f:
+        f.write(b"not an image")
+    with pytest.raises(ImageError) as info:
+        read_image(name)
+    str(info.value).encode("utf-8")
+    assert "\ufffdt\ufffd.jpg" in str(info.value)
+
+
+def test_unicode_file_name(tmp_path):
+    path = write(tmp_path, "Kleid-für-Sommer-连衣裙.png", encode(".png", photo()))
+    assert read_image(path).shape == (60, 80, 3)
+
+
+def test_decode_rejects_unknown_pixel_types():
+    # OpenCV decodes 32-bit float TIFF/EXR; the runtime has no use for them.
+    tiff = encode(".tiff", np.full((4, 4), 0.5, np.float32))
+    with pytest.raises(ImageError, match="unsupported pixel type float32"):
+        decode(tiff, "hdr.tiff")
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "camera.jpg"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    refuses(fifo, "not a regular file")
+
+
+def test_device_file_is_refused():
+    if not os.path.exists("/dev/zero"):
+        pytest.skip("no /dev/zero")
+    refuses("/dev/zero", "not a regular file")  # reading it would never end
+
+
+def test_oversized_file_is_refused_before_reading(tmp_path, monkeypatch):
+    from edge_runtime import imageio
+    path = write(tmp_path, "poster.png", encode(".png", photo()))
+    monkeypatch.setattr(imageio, "MAX_FILE_BYTES", 100)
+    refuses(path, "MB a photo can reasonably be")
