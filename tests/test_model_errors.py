@@ -102,3 +102,13 @@ def test_sidecar_used_when_nothing_embedded(tmp_path, tiny_int8_model):
     metadata.sidecar_path(bare).write_text("{not json")
     with pytest.raises(ModelError, match="bare.json: not readable metadata JSON"):
         Classifier(bare)
+
+
+def test_cli_one_line_error_and_debug_traceback(tmp_path):
+    """A user error is one line and exit status 4 (ModelError); --debug shows the traceback."""
+    args = [sys.executable, "-m", "edge_runtime", "info", "--model", str(tmp_path / "missing.tflite")]
+    plain = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 4
+    assert plain.stderr.strip().count("\n") == 0 and plain.stderr.startswith("error: ")
+    debug = subprocess.run([*args[:3], "--debug", *args[3:]], capture_output=True, text=True, timeout=60)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "ModelError" in debug.stderr

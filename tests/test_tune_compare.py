@@ -29,4 +29,11 @@ def test_compare_trains_converts_and_tabulates(tmp_path):
         assert 0.5 < r["test_accuracy"] <= 1 and 0.5 < r["int8_accuracy"] <= 1
         assert r["int8_size_bytes"] > 0 and r["parameters"] > 0
     assert "| mlp |" in (tmp_path / "bench" / "compare.md").read_text()
+    assert not (tmp_path / "runs" / "latest").exists()  # comparison runs never replace the user's latest run
     assert (tmp_path / "bench" / "compare.png").stat().st_size > 0
+    # Re-running one model replaces its row and keeps the others.
+    assert compare.main(["--models", "mlp", "--epochs", "1", "--train_limit", "1000", "--val_size", "500",
+                         "--out_dir", str(tmp_path / "runs"), "--bench_dir", str(tmp_path / "bench")]) == 0
+    again = json.loads((tmp_path / "bench" / "compare.json").read_text())["models"]
+    assert [r["model"] for r in again] == ["mlp", "cnn"]
+    assert again[0]["run"] != result["models"][0]["run"] and again[1] == result["models"][1]

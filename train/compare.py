@@ -62,29 +62,46 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import trainer
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    rows = []
+    bench = Path(args.bench_dir)
+    # Rows of models not re-run this time are kept, so one model can be re-run alone
+    # (e.g. `make compare ARGS="--models edge"` after changing it); each row keeps its run's config.
+    previous = json.loads((bench / "compare.json").read_text())["models"] if (bench / "compare.json").exists() else []
+    rows = {r["model"]: r for r in previous}
     for model in args.models.split(","):
         config = dataclasses.replace(base, model=model, name=f"compare-{stamp}-{model}")
-        run_dir = trainer.run(config)
+        run_dir = trainer.run(config, publish=False)
         metrics = json.loads((run_dir / "metrics.json").read_text())
         # Wide gate: compare reports every model's int8 result, it does not deploy anything.
         report = convert_run(ConvertConfig(run_dir=str(run_dir), out_dir=str(run_dir / "tflite"), variants="int8",
                                            data_dir=base.data_dir, max_drop=100, max_class_drop=100))
         int8 = next(r for r in report["variants"] if r["variant"] == "int8")
-        rows.append({"model": model, "run": str(run_dir), **{k: metrics[k] for k in
-                     ("test_accuracy", "parameters", "macs_per_image", "train_seconds", "epochs_run")},
-                     "int8_accuracy": int8["accuracy"], "int8_size_bytes": int8["size_bytes"]})
-    bench = Path(args.bench_dir)
-    result = {"command": "make compare " + " ".join(argv or sys.argv[1:]), "config": dataclasses.asdict(base),
-              "created": time.strftime("%Y-%m-%d %H:%M"), "machine_cpus": os.cpu_count(), "models": rows}
-    atomic.write_text(bench / "compare.json", json.dumps(result, indent=2))
-    atomic.write_text(bench / "compare.md", f"# Model comparison ({result['created']}, {os.cpu_count()} CPU cores)\n\n"
-                      f"Same split, augmentation, schedule and budget for every model: "
-                      f"{base.epochs} epochs max, patience {base.patience}"
-                      + (f", {base.max_minutes} min max" if base.max_minutes else "") + ".\n\n" + table(rows))
-    plot(rows, bench / "compare.png")
+        rows[model] = {"model": model, "run": str(run_dir), "config": dataclasses.asdict(config),
+                       **{k: metrics[k] for k in ("test_accuracy", "parameters", "macs_per_image", "train_seconds",
+                                                  "epochs_run")},
+                       "int8_accuracy": int8["accuracy"], "int8_size_bytes": int8["size_bytes"]}
+        _write(bench, [rows[m] for m in sorted(rows, key=_zoo_order)], base, argv)
+    rows = [rows[m] for m in sorted(rows, key=_zoo_order)]
     print("\n" + table(rows))
     return 0
+
+
+def _zoo_order(model: str) -> int:
+    return MODELS.index(model) if model in MODELS else len(MODELS)
+
+
+def _write(bench: Path, rows: list[dict], base: TrainConfig, argv) -> None:
+    """compare.{json,md,png}, rewritten after every model so an interrupted comparison keeps what it has."""
+    created = time.strftime("%Y-%m-%d %H:%M")
+    result = {"command": "make compare " + " ".join(argv or sys.argv[1:]), "created": created,
+              "machine_cpus": os.cpu_count(), "models": rows}
+    atomic.write_text(bench / "compare.json", json.dumps(result, indent=2))
+    atomic.write_text(bench / "compare.md", f"# Model comparison ({created}, {os.cpu_count()} CPU cores)\n\n"
+                      f"Same split, augmentation, schedule and budget for every model: "
+                      f"{base.epochs} epochs max, patience {base.patience}"
+                      + (f", {base.max_minutes} min max" if base.max_minutes else "")
+                      + ". Training times are wall time on this machine, with whatever else ran beside them.\n\n"
+                      + table(rows))
+    plot(rows, bench / "compare.png")
 
 
 if __name__ == "__main__":

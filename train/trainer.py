@@ -204,7 +204,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n: int = len(
 
 
 # -- the whole run -----------------------------------------------------------
-def run(config: TrainConfig, resume: bool = False, make_reports: bool = True) -> Path:
+def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, publish: bool = True) -> Path:
+    """Train per `config` into runs/<name>/; `publish` points runs/latest at it when done
+    (make compare's runs are not published: `make convert` keeps converting your model)."""
     import keras
 
     from . import models
@@ -280,8 +282,11 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True) ->
     if make_reports:
         from . import reports
         reports.write_all(run_dir, split, data.test_images, data.test_labels, predicted, metrics)
-    atomic.replace_symlink(Path(config.out_dir) / "latest", name)
-    print(f"wrote {run_dir}; {Path(config.out_dir) / 'latest'} -> {name}", flush=True)
+    if publish:
+        atomic.replace_symlink(Path(config.out_dir) / "latest", name)
+        print(f"wrote {run_dir}; {Path(config.out_dir) / 'latest'} -> {name}", flush=True)
+    else:
+        print(f"wrote {run_dir}", flush=True)
     return run_dir
 
 
