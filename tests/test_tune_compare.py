@@ -37,3 +37,10 @@ def test_compare_trains_converts_and_tabulates(tmp_path):
     again = json.loads((tmp_path / "bench" / "compare.json").read_text())["models"]
     assert [r["model"] for r in again] == ["mlp", "cnn"]
     assert again[0]["run"] != result["models"][0]["run"] and again[1] == result["models"][1]
+    # A finished run with the same config can stand in for training again.
+    cnn_run = result["models"][1]["run"]
+    assert compare.main(["--models", "cnn", "--reuse", cnn_run, "--epochs", "1", "--train_limit", "1000",
+                         "--val_size", "500", "--out_dir", str(tmp_path / "runs"),
+                         "--bench_dir", str(tmp_path / "bench")]) == 0
+    reused = json.loads((tmp_path / "bench" / "compare.json").read_text())["models"][1]
+    assert reused["run"] == cnn_run and reused["test_accuracy"] == result["models"][1]["test_accuracy"]

@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo models (default: %(default)s)")
     parser.add_argument("--bench_dir", default="benchmarks", help="where compare.{json,md,png} go (default: %(default)s)")
     parser.add_argument("--config", help="base config JSON shared by every model")
+    parser.add_argument("--reuse", action="append", default=[], metavar="RUN_DIR",
+                        help="use this finished run for its model instead of training it again; "
+                             "its config must equal the comparison's (apart from name)")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     base = config_from_args(args)
@@ -67,9 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     # (e.g. `make compare ARGS="--models edge"` after changing it); each row keeps its run's config.
     previous = json.loads((bench / "compare.json").read_text())["models"] if (bench / "compare.json").exists() else []
     rows = {r["model"]: r for r in previous}
+    reuse = {}
+    for run in map(Path, args.reuse):
+        saved = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+        if not (run / "metrics.json").exists() or dataclasses.replace(saved, name=None) != dataclasses.replace(
+                base, model=saved.model, name=None):
+            parser.error(f"--reuse {run}: not a finished run with the same config as this comparison")
+        reuse[saved.model] = (saved, run)
     for model in args.models.split(","):
         config = dataclasses.replace(base, model=model, name=f"compare-{stamp}-{model}")
-        run_dir = trainer.run(config, publish=False)
+        if model in reuse:
+            config, run_dir = reuse[model]
+            print(f"{model}: reusing {run_dir} (same config)", flush=True)
+        else:
+            run_dir = trainer.run(config, publish=False)
         metrics = json.loads((run_dir / "metrics.json").read_text())
         # Wide gate: compare reports every model's int8 result, it does not deploy anything.
         report = convert_run(ConvertConfig(run_dir=str(run_dir), out_dir=str(run_dir / "tflite"), variants="int8",
