@@ -22,27 +22,13 @@ import os
 import sys
 from pathlib import Path
 
-from .cli import add_model_arguments, default_model_path
+from .cli import add_model_arguments, default_model_path, positive_int, probability
 from .errors import EdgeError, UsageError
 
 ENLARGE = 10  # the --save_input copy for people is 10x bigger (280x280 for a 28x28 input)
 
 
 # -- arguments --------------------------------------------------------------------
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
-
-
-def probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH",

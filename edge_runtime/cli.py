@@ -45,6 +45,22 @@ def default_model_path() -> Path:
     return beside if beside.is_file() else here
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of 1 or more."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be 1 or more")
+    return value
+
+
+def probability(text: str) -> float:
+    """argparse type: a number from 0 to 1."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: must be between 0 and 1")
+    return value
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model and --threads, shared by every command that runs a model."""
     parser.add_argument("--model", type=Path, default=None,

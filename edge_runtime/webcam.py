@@ -36,7 +36,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from .cli import add_model_arguments, default_model_path
+from .cli import add_model_arguments, default_model_path, positive_int, probability
 from .errors import UsageError
 
 # -- region of interest -----------------------------------------------------------
@@ -258,20 +258,6 @@ def choose_window(headless: bool, environ: Mapping[str, str], build_info: str,
 
 
 # -- the command --------------------------------------------------------------------
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be 1 or more")
-    return value
-
-
-def probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text}: must be between 0 and 1")
-    return value
 
 
 def fraction(text: str) -> float:
