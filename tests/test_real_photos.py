@@ -1,0 +1,59 @@
+"""Regression test on real photos from ../shared/real-photos (skipped when that
+folder is absent: the project never depends on it).
+
+tests/golden/ holds 16 photos (two per class the deployed model got right
+when the golden was made, none exist for Bag or Sneaker) with the 28x28
+input photo_to_input made from each. Regenerate it deliberately when the
+preprocessing changes on purpose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, SHARED
+from edge_runtime import imageio, metadata
+
+PHOTOS = SHARED / "real-photos"
+GOLDEN = Path(__file__).parent / "golden"
+DEPLOYED = ROOT / "models" / "fashion_mnist_int8.tflite"
+
+pytestmark = pytest.mark.skipif(not (PHOTOS / "labels.csv").is_file(),
+                                reason=f"{PHOTOS} is absent (the real-photo set lives beside the checkout)")
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return json.loads((GOLDEN / "real_photos.json").read_text()), np.load(GOLDEN / "real_photos.npz")["inputs"]
+
+
+@pytest.fixture(scope="module")
+def inputs(golden):
+    from edge_runtime.photo import photo_to_input
+    photos, _ = golden
+    return np.stack([photo_to_input(imageio.read_image(PHOTOS / p["file"])) for p in photos["photos"]])
+
+
+def test_preprocessing_matches_the_golden_inputs(golden, inputs):
+    _, expected = golden
+    # Tolerance: OpenCV's resize may differ by a grey level between builds and CPUs;
+    # a real change to the segmentation moves whole rows of pixels by far more.
+    per_photo = np.abs(inputs.astype(int) - expected.astype(int)).mean(axis=(1, 2))
+    assert per_photo.max() <= 1.0, per_photo.round(2)
+
+
+def test_deployed_model_still_gets_them_right(golden, inputs):
+    photos, _ = golden
+    if not DEPLOYED.is_file():
+        pytest.skip("no deployed model (make train convert)")
+    flatbuffer = metadata.flatbuffer_part(DEPLOYED.read_bytes())
+    if hashlib.sha256(flatbuffer).hexdigest() != photos["model_flatbuffer_sha256"]:
+        pytest.skip("the deployed model is not the one the golden labels were recorded with")
+    from edge_runtime.classifier import Classifier
+    predicted = Classifier(DEPLOYED).predict(inputs).argmax(1)
+    assert predicted.tolist() == [p["label"] for p in photos["photos"]]
