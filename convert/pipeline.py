@@ -9,10 +9,8 @@ killed conversion never touches the deployed model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import platform
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime import atomic, dataset, metadata
+from edge_runtime import dataset, metadata
+from edge_runtime.metadata import sha256
 from edge_runtime.classifier import Classifier
 from edge_runtime.cli import MODEL_FILENAME
 from edge_runtime.contract import CLASS_NAMES, CONTRACT
@@ -53,17 +52,11 @@ def model_filename(variant: str) -> str:
     return MODEL_FILENAME.replace("int8", variant)
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _versions() -> dict:
-    import keras
-    import tensorflow as tf
     from edge_runtime.interpreter import find_interpreter
+    from train.trainer import _versions as training_versions
     choice = find_interpreter()
-    return {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), choice.package: choice.version}
+    return {**training_versions(), choice.package: choice.version}
 
 
 def build_metadata(variant: str, flatbuffer: bytes, run_dir: Path, class_names: list[str]) -> dict:

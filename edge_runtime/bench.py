@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import json
 import math
 import os
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .errors import EdgeError, UsageError
+from .metadata import sha256
 
 PROBE_MARKER = "BENCH_MEMORY "  # the memory probe's result line on stdout
 VARIANT_ORDER = ("float32", "float16", "dynamic", "int8")
@@ -361,10 +361,6 @@ def measure_memory(model: str | Path, threads: int = 1, runs: int = 20, timeout:
 
 
 # -- one TFLite model ------------------------------------------------------------------
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
 
 def model_facts(path: str | Path) -> dict:
     """Size, hash and what the metadata says about a .tflite model (no interpreter needed)."""

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .cli import add_model_arguments, default_model_path
+from .cli import MODEL_FILENAME, add_model_arguments, default_model_path
 from .errors import EdgeError
 from .interpreter import Probe, install_hint, probe_all, userland_machine
 from .webcam import NO_GUI_FIX, gui_backend, has_display
@@ -93,7 +93,7 @@ class Environment:
     dist_version: Callable[[str], str | None] = _version_of
     video_devices: Callable[[], list[tuple[str, str]]] = _video_devices
     probes: Callable[[], list[Probe]] = probe_all
-    model_path: Path = Path("models/fashion_mnist_int8.tflite")
+    model_path: Path = Path("models") / MODEL_FILENAME
     load_model: Callable[[Path], str] = _load_model
 
     @classmethod

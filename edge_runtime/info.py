@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from .cli import add_model_arguments, default_model_path
-from .metadata import read_metadata
 
 
 def configure(parser) -> None:
@@ -17,5 +16,5 @@ def run(args) -> int:
     from .classifier import Classifier
     clf = Classifier(model, num_threads=args.threads)  # loads it: proves metadata and model agree
     print(json.dumps({"model": str(model), "interpreter": f"{clf.backend.package} {clf.backend.version}",
-                      "metadata": read_metadata(model)}, indent=2))
+                      "metadata": clf.metadata}, indent=2))
     return 0

@@ -14,6 +14,7 @@ device still knows its labels.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
@@ -23,6 +24,11 @@ from .errors import ModelError
 
 EMBEDDED_NAME = "fashion_edge_metadata.json"
 FORMAT = "fashion-edge-metadata/1"
+
+
+def sha256(data: bytes) -> str:
+    """Hex SHA-256: how reports, metadata and benchmarks name a model file or FlatBuffer."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def sidecar_path(model_path: str | Path) -> Path:

@@ -42,6 +42,7 @@ from pathlib import Path
 from edge_runtime import atomic
 from edge_runtime import bench as rt
 from edge_runtime.errors import EdgeError, ModelError, UsageError
+from edge_runtime.metadata import sha256
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = "fashion-edge-bench/1"
@@ -251,7 +252,7 @@ def previous_block(old: dict | None) -> dict | None:
 # -- measuring ---------------------------------------------------------------------------
 
 def sha256_file(path: Path) -> str:
-    return rt.sha256(path.read_bytes())
+    return sha256(path.read_bytes())
 
 
 def run_keras(keras_path: Path, threads: int, ways: list[str], it: dict, batch_size: int,

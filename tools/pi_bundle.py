@@ -20,7 +20,6 @@ half-written bundle never exists under the final name.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import subprocess
@@ -34,10 +33,11 @@ sys.path.insert(0, str(ROOT))  # `python tools/pi_bundle.py` works too
 
 from edge_runtime import atomic  # noqa: E402
 from edge_runtime.errors import EdgeError, ModelError  # noqa: E402
-from edge_runtime.metadata import read_metadata, sidecar_path  # noqa: E402
+from edge_runtime.cli import MODEL_FILENAME  # noqa: E402
+from edge_runtime.metadata import read_metadata, sha256, sidecar_path  # noqa: E402
 
 PREFIX = "fashion-edge-pi"
-MODEL_NAME = "fashion_mnist_int8.tflite"  # what edge_runtime.cli.default_model_path() looks for
+MODEL_NAME = MODEL_FILENAME  # what edge_runtime.cli.default_model_path() looks for
 DEFAULT_MODEL = ROOT / "models" / MODEL_NAME
 DEFAULT_OUTPUT = ROOT / "dist" / "fashion-edge-pi.tar.gz"
 # deploy/ file -> mode in the archive
@@ -74,7 +74,7 @@ def bundle_contents(model: Path, root: Path = ROOT) -> dict[str, tuple[bytes, in
     for name, mode in DEPLOY.items():
         files[name] = ((root / "deploy" / name).read_bytes(), mode)
     build = {
-        "model": {"source": str(model), "sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "model": {"source": str(model), "sha256": sha256(model_bytes),
                   "variant": metadata.get("variant"), "labels": metadata["labels"],
                   "accuracy": (metadata.get("accuracy") or {}).get("accuracy")},
         "git_commit": git_commit(root),

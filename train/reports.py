@@ -31,7 +31,7 @@ def learning_curves(history: list[dict], path: Path) -> None:
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, key in zip(axes, ("loss", "accuracy")):
-        ax.plot(epochs, [h[key] for h in history], label=f"train (augmented)")
+        ax.plot(epochs, [h[key] for h in history], label="train (augmented)")
         ax.plot(epochs, [h[f"val_{key}"] for h in history], label="validation")
         ax.set_xlabel("epoch")
         ax.set_title(key)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from edge_runtime import atomic, dataset
 
-from .config import TrainConfig, add_config_arguments, config_from_args
+from .config import add_config_arguments, config_from_args
 
 SEARCH_SPACE = {"width": [16, 24, 32, 40, 48], "dropout": (0.1, 0.5), "learning_rate": (1e-3, 1e-2)}
 
