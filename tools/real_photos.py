@@ -132,6 +132,29 @@ def montage(inputs: np.ndarray, columns: int = 20, scale: int = 2) -> np.ndarray
     return np.kron(sheet, np.ones((scale, scale), np.uint8))
 
 
+def golden_picks(labels: np.ndarray, predicted: np.ndarray, per_class: int = 2) -> list[int]:
+    """Indices of the first `per_class` photos of each class the model gets right (in file
+    order): photos a regression should not lose. Pure."""
+    picks = []
+    for c in sorted(set(labels.tolist()) - {OOD}):
+        picks += [int(i) for i in np.flatnonzero((labels == c) & (predicted == c))[:per_class]]
+    return picks
+
+
+def write_golden(out: Path, model: Path, paths, labels, inputs, predicted, photos_dir: Path) -> None:
+    """The golden file tests/test_real_photos.py checks: inputs made by photo_to_input and
+    the labels the model (identified by its FlatBuffer's SHA-256) gave them."""
+    from edge_runtime import atomic, metadata
+    picks = golden_picks(labels, predicted)
+    record = {"model_flatbuffer_sha256": metadata.sha256(metadata.flatbuffer_part(model.read_bytes())),
+              "photos": [{"file": str(paths[i].relative_to(photos_dir)), "label": int(predicted[i])} for i in picks]}
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic.atomic_path(out / "real_photos.npz", keep_suffix=True) as tmp:
+        np.savez_compressed(tmp, inputs=inputs[picks])
+    atomic.write_text(out / "real_photos.json", json.dumps(record, indent=1) + "\n")
+    print(f"wrote {len(picks)} golden photos to {out}/real_photos.json and .npz", file=sys.stderr)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tools.real_photos", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -141,6 +164,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--naive", action="store_true", help="also evaluate the naive baseline preprocessing")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/real_photos"), help="output directory")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads")
+    parser.add_argument("--write_golden", type=Path, metavar="DIR",
+                        help="also write DIR/real_photos.{json,npz}: the regression test's golden inputs and labels")
     return parser.parse_args(argv)
 
 
@@ -169,6 +194,8 @@ def main(argv=None) -> int:
             inputs = model_inputs(paths, preprocess, classifier.input_size)
             cv2.imwrite(str(args.out / f"inputs_{name}.png"), montage(inputs))
             probabilities = classifier.predict(inputs)
+            if name == "photo_to_input" and args.write_golden:
+                write_golden(args.write_golden, args.model, paths, labels, inputs, probabilities.argmax(1), args.photos_dir)
             results[name] = evaluate(probabilities, labels, args.threshold, classifier.labels)
             results[name]["predictions"] = [
                 {"file": str(p.relative_to(args.photos_dir)), "label": int(t), "predicted": int(q.argmax()),

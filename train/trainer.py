@@ -28,7 +28,7 @@ import numpy as np
 from edge_runtime import atomic, dataset
 from edge_runtime.contract import CLASS_NAMES
 
-from . import augment
+from . import augment, precision
 from .config import TrainConfig
 
 CHECKPOINT_STATE = "checkpoint.json"
@@ -105,7 +105,7 @@ def _batches_class():
 
 
 # -- callbacks ---------------------------------------------------------------
-def _callbacks(run_dir: Path, config: TrainConfig, start_time: float, best_so_far: float):
+def _callbacks(run_dir: Path, config: TrainConfig, start_time: float, best_so_far: float, policy: str):
     import keras
 
     class Progress(keras.callbacks.Callback):
@@ -135,7 +135,7 @@ def _callbacks(run_dir: Path, config: TrainConfig, start_time: float, best_so_fa
             if improved:
                 self.best, self.wait = val_acc, 0
                 with atomic.atomic_path(run_dir / "model.keras", keep_suffix=True) as tmp:
-                    self.model.save(tmp)
+                    float32_copy(self.model, config, policy).save(tmp)
             else:
                 self.wait += 1
             # The resume checkpoint: model with optimizer state, then the epoch it finished.
@@ -164,11 +164,12 @@ def _append_history(run_dir: Path, epoch: int, logs: dict, lr: float, seconds: f
 
 
 # -- model -------------------------------------------------------------------
-def build_and_compile(config: TrainConfig, steps_per_epoch: int):
+def build_and_compile(config: TrainConfig, steps_per_epoch: int, policy: str = "float32"):
     import keras
 
     from . import models
-    model = models.build(config.model, width=config.width, dropout=config.dropout)
+    with precision.dtype_policy(policy):
+        model = models.build(config.model, width=config.width, dropout=config.dropout)
     total = max(1, config.epochs * steps_per_epoch)
     if config.lr_schedule == "cosine":
         warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
@@ -183,6 +184,18 @@ def build_and_compile(config: TrainConfig, steps_per_epoch: int):
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
                   metrics=["accuracy"])
     return model
+
+
+def float32_copy(model, config: TrainConfig, policy: str):
+    """The model as float32 (what model.keras holds): the same architecture built under
+    the float32 policy with the trained weights, which are float32 under any policy."""
+    if policy == "float32":
+        return model
+    from . import models
+    with precision.dtype_policy("float32"):
+        copy = models.build(config.model, width=config.width, dropout=config.dropout)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 # -- evaluation --------------------------------------------------------------
@@ -228,6 +241,8 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
           f"test {len(data.test_images)} (used once, at the end)", flush=True)
 
     keras.utils.set_random_seed(config.seed)
+    policy = precision.resolve(config.precision)
+    print(f"precision: {policy}", flush=True)
     steps = math.ceil(len(split.train_x) / config.batch_size)
     first_epoch, best = 0, -1.0
     if resume:
@@ -236,14 +251,14 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
         model = keras.models.load_model(run_dir / "checkpoint.keras")
         print(f"resuming after epoch {first_epoch} (best val_accuracy so far {best:.4f})", flush=True)
     else:
-        model = build_and_compile(config, steps)
+        model = build_and_compile(config, steps, policy)
     print(f"model {config.model}: {model.count_params():,} parameters, "
           f"{models.count_macs(model) / 1e6:.2f}M MACs per image", flush=True)
 
     aug = augment.AugmentConfig(config.max_shift, config.flip, config.erase_prob, 0.3,
                                 config.contrast_prob, config.blur_prob)
     batches = _batches_class()(split.train_x, split.train_y, config.batch_size, aug, config.seed, first_epoch)
-    progress = _callbacks(run_dir, config, start, best)
+    progress = _callbacks(run_dir, config, start, best, policy)
     interrupted = False
     if first_epoch < config.epochs:
         try:
@@ -270,6 +285,7 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
         "parameters": int(best_model.count_params()),
         "macs_per_image": models.count_macs(best_model),
         "train_seconds": round(train_seconds, 1),
+        "precision": policy,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "versions": _versions(),
         **classification_metrics(data.test_labels, predicted),

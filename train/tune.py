@@ -23,7 +23,8 @@ from edge_runtime import atomic, dataset
 
 from .config import add_config_arguments, config_from_args
 
-SEARCH_SPACE = {"width": [16, 24, 32, 40, 48], "dropout": (0.1, 0.5), "learning_rate": (1e-3, 1e-2)}
+# edge widths up to 32 keep the model within 400 KB as int8 (width 32: 280k parameters)
+SEARCH_SPACE = {"width": [16, 20, 24, 28, 32], "dropout": (0.1, 0.5), "learning_rate": (1e-3, 1e-2)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,12 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import keras
 
-    from . import augment, trainer
+    from . import augment, precision, trainer
 
     data = dataset.load(base.data_dir)
     split = trainer.stratified_split(data.train_images, data.train_labels, base.val_size, base.seed, base.train_limit)
     aug = augment.AugmentConfig(base.max_shift, base.flip, base.erase_prob, 0.3, base.contrast_prob, base.blur_prob)
     steps = math.ceil(len(split.train_x) / base.batch_size)
+    policy = precision.resolve(base.precision)
     out = Path(base.out_dir) / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
 
     def build(hp):
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             width=hp.Choice("width", SEARCH_SPACE["width"]),
             dropout=hp.Float("dropout", *SEARCH_SPACE["dropout"], step=0.1),
             learning_rate=hp.Float("learning_rate", *SEARCH_SPACE["learning_rate"], sampling="log"))
-        return trainer.build_and_compile(config, steps)
+        return trainer.build_and_compile(config, steps, policy)
 
     tuner = keras_tuner.Hyperband(build, objective="val_accuracy", max_epochs=max_epochs,
                                   hyperband_iterations=iterations, seed=base.seed,
