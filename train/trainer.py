@@ -105,7 +105,7 @@ def _batches_class():
 
 
 # -- callbacks ---------------------------------------------------------------
-def _callbacks(run_dir: Path, config: TrainConfig, start_time: float, best_so_far: float, policy: str):
+def _callbacks(run_dir: Path, config: TrainConfig, start_time: float, best_so_far: float):
     import keras
 
     class Progress(keras.callbacks.Callback):
@@ -135,7 +135,7 @@ def _callbacks(run_dir: Path, config: TrainConfig, start_time: float, best_so_fa
             if improved:
                 self.best, self.wait = val_acc, 0
                 with atomic.atomic_path(run_dir / "model.keras", keep_suffix=True) as tmp:
-                    float32_copy(self.model, config, policy).save(tmp)
+                    float32_copy(self.model, config).save(tmp)
             else:
                 self.wait += 1
             # The resume checkpoint: model with optimizer state, then the epoch it finished.
@@ -186,10 +186,12 @@ def build_and_compile(config: TrainConfig, steps_per_epoch: int, policy: str = "
     return model
 
 
-def float32_copy(model, config: TrainConfig, policy: str):
+def float32_copy(model, config: TrainConfig):
     """The model as float32 (what model.keras holds): the same architecture built under
-    the float32 policy with the trained weights, which are float32 under any policy."""
-    if policy == "float32":
+    the float32 policy with the trained weights, which are float32 under any policy.
+    Decided by the model's own layers, not the config: a resumed checkpoint keeps the
+    policy it was trained with."""
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
         return model
     from . import models
     with precision.dtype_policy("float32"):
@@ -258,7 +260,7 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
     aug = augment.AugmentConfig(config.max_shift, config.flip, config.erase_prob, 0.3,
                                 config.contrast_prob, config.blur_prob)
     batches = _batches_class()(split.train_x, split.train_y, config.batch_size, aug, config.seed, first_epoch)
-    progress = _callbacks(run_dir, config, start, best, policy)
+    progress = _callbacks(run_dir, config, start, best)
     interrupted = False
     if first_epoch < config.epochs:
         try:
