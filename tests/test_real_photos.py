@@ -10,7 +10,6 @@ preprocessing or the deployed model changes on purpose:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,10 +18,11 @@ import pytest
 
 from conftest import ROOT, SHARED
 from edge_runtime import imageio, metadata
+from edge_runtime.cli import MODEL_FILENAME
 
 PHOTOS = SHARED / "real-photos"
 GOLDEN = Path(__file__).parent / "golden"
-DEPLOYED = ROOT / "models" / "fashion_mnist_int8.tflite"
+DEPLOYED = ROOT / "models" / MODEL_FILENAME
 
 pytestmark = pytest.mark.skipif(not (PHOTOS / "labels.csv").is_file(),
                                 reason=f"{PHOTOS} is absent (the real-photo set lives beside the checkout)")
@@ -53,7 +53,7 @@ def test_deployed_model_still_gets_them_right(golden, inputs):
     if not DEPLOYED.is_file():
         pytest.skip("no deployed model (make train convert)")
     flatbuffer = metadata.flatbuffer_part(DEPLOYED.read_bytes())
-    if hashlib.sha256(flatbuffer).hexdigest() != photos["model_flatbuffer_sha256"]:
+    if metadata.sha256(flatbuffer) != photos["model_flatbuffer_sha256"]:
         pytest.skip("the deployed model is not the one the golden labels were recorded with")
     from edge_runtime.classifier import Classifier
     predicted = Classifier(DEPLOYED).predict(inputs).argmax(1)

@@ -71,6 +71,12 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch])
 
 
+def augment_config(config: TrainConfig) -> augment.AugmentConfig:
+    """The augmentation a TrainConfig asks for (the erased patch size keeps augment's default)."""
+    return augment.AugmentConfig(max_shift=config.max_shift, flip=config.flip, erase_prob=config.erase_prob,
+                                 contrast_prob=config.contrast_prob, blur_prob=config.blur_prob)
+
+
 def _batches_class():
     import keras
 
@@ -164,12 +170,17 @@ def _append_history(run_dir: Path, epoch: int, logs: dict, lr: float, seconds: f
 
 
 # -- model -------------------------------------------------------------------
+def build_model(config: TrainConfig, policy: str = "float32"):
+    """The config's zoo model, its layers under Keras dtype policy `policy`."""
+    from . import models
+    with precision.dtype_policy(policy):
+        return models.build(config.model, width=config.width, dropout=config.dropout)
+
+
 def build_and_compile(config: TrainConfig, steps_per_epoch: int, policy: str = "float32"):
     import keras
 
-    from . import models
-    with precision.dtype_policy(policy):
-        model = models.build(config.model, width=config.width, dropout=config.dropout)
+    model = build_model(config, policy)
     total = max(1, config.epochs * steps_per_epoch)
     if config.lr_schedule == "cosine":
         warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
@@ -193,9 +204,7 @@ def float32_copy(model, config: TrainConfig):
     policy it was trained with."""
     if all(layer.dtype_policy.name == "float32" for layer in model.layers):
         return model
-    from . import models
-    with precision.dtype_policy("float32"):
-        copy = models.build(config.model, width=config.width, dropout=config.dropout)
+    copy = build_model(config, "float32")
     copy.set_weights(model.get_weights())
     return copy
 
@@ -257,8 +266,7 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
     print(f"model {config.model}: {model.count_params():,} parameters, "
           f"{models.count_macs(model) / 1e6:.2f}M MACs per image", flush=True)
 
-    aug = augment.AugmentConfig(config.max_shift, config.flip, config.erase_prob, 0.3,
-                                config.contrast_prob, config.blur_prob)
+    aug = augment_config(config)
     batches = _batches_class()(split.train_x, split.train_y, config.batch_size, aug, config.seed, first_epoch)
     progress = _callbacks(run_dir, config, start, best)
     interrupted = False

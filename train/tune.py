@@ -47,11 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import keras
 
-    from . import augment, precision, trainer
+    from . import precision, trainer
 
     data = dataset.load(base.data_dir)
     split = trainer.stratified_split(data.train_images, data.train_labels, base.val_size, base.seed, base.train_limit)
-    aug = augment.AugmentConfig(base.max_shift, base.flip, base.erase_prob, 0.3, base.contrast_prob, base.blur_prob)
+    aug = trainer.augment_config(base)
     steps = math.ceil(len(split.train_x) / base.batch_size)
     policy = precision.resolve(base.precision)
     out = Path(base.out_dir) / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
