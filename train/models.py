@@ -74,12 +74,14 @@ def minivgg(width: int = 32, dropout: float = 0.25) -> keras.Model:
 def edge(width: int = 32, dropout: float = 0.25) -> keras.Model:
     """Our device model: one 3x3 conv at 28x28, max-pool, two 3x3 convs at 14x14,
     max-pool, flatten, dropout, dense (3 x width), softmax. 32-64-64 filters and a
-    dense 96 give 358k parameters (350 KB as int8) and 11.4M MACs per image.
+    dense 96 give 358k parameters (349 KB as int8) and 11.4M MACs per image.
 
     Why this shape, each measured on the 2-core build machine (README, Training):
-    - plain convs with a bias and fused ReLU, no BatchNorm: BatchNorm at
-      14x14 made an epoch 40% longer (26 s against 18 s) for about the same
-      accuracy per epoch (94.03% after 40 epochs);
+    - plain 3x3 convs with a bias and fused ReLU: not depthwise-separable
+      ones (TensorFlow's depthwise gradients are slow on a CPU, and the
+      budget is wall time), and no BatchNorm (at 14x14 it made an epoch 40%
+      longer, 26 s against 18 s, for about the same accuracy per epoch:
+      94.03% after 40 epochs);
     - the 28x28 stage has one cheap conv (1 -> 32 channels, 0.2M MACs), so
       the image is seen at full resolution before the first pool;
     - a flatten + dense head, not global average pooling: Fashion-MNIST
@@ -90,9 +92,7 @@ def edge(width: int = 32, dropout: float = 0.25) -> keras.Model:
       minutes. The dense layer holds most of the weights (3136 x 96), which
       is why the width stays <= 32 within 400 KB. On the real photos it was
       no better than the GAP model (53.2% against 56.1%, not a significant
-      difference on 269 photos);
-    - plain, not depthwise-separable convs: TensorFlow's depthwise gradients
-      are slow on a CPU, and the budget is wall time.
+      difference on 269 photos).
     Every layer converts to builtin int8 ops: CONV_2D, MAX_POOL_2D,
     FULLY_CONNECTED, SOFTMAX, and for Flatten a RESHAPE (plus SHAPE,
     STRIDED_SLICE and PACK computing its batch size).
