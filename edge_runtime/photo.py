@@ -174,14 +174,17 @@ def color_distance(lab: np.ndarray, colors: np.ndarray) -> np.ndarray:
     floor's lightness much more than its colour.
     """
     weights = np.array([LIGHTNESS_WEIGHT, 1.0, 1.0], np.float32)
-    weighted = lab.astype(np.float32) * weights  # (H, W, 3)
+    squared_weights = (weights * weights)[None, :]  # (1, 3): cv2.transform sums the channels with these
+    lab = lab.astype(np.float32)
     nearest = None  # squared distance to the nearest colour so far, (H, W)
+    # OpenCV, not numpy: on a 96x128 image numpy's per-call overhead made this
+    # ~0.8 ms, the largest step of a camera frame; these calls take ~0.1 ms.
     # One colour at a time: an (H, W, K, 3) temporary would be K times the memory traffic.
-    for color in np.asarray(colors, np.float32) * weights:
-        diff = weighted - color
-        squared = np.einsum("hwc,hwc->hw", diff, diff)
-        nearest = squared if nearest is None else np.minimum(nearest, squared, out=nearest)
-    return np.sqrt(nearest)
+    for color in np.asarray(colors, np.float32):
+        diff = cv2.subtract(lab, (float(color[0]), float(color[1]), float(color[2]), 0.0))  # (H, W, 3)
+        squared = cv2.transform(cv2.multiply(diff, diff), squared_weights)  # (H, W)
+        nearest = squared if nearest is None else cv2.min(nearest, squared)
+    return cv2.sqrt(nearest)
 
 
 # -- 3. garment mask ----------------------------------------------------------
@@ -233,8 +236,9 @@ def main_blobs(mask: np.ndarray) -> np.ndarray:
     if count <= 1:
         return np.zeros_like(mask, dtype=bool)
     areas = stats[1:, cv2.CC_STAT_AREA]  # component 0 is the background
-    keep = 1 + np.flatnonzero(areas >= KEEP_FRACTION * areas.max())
-    return np.isin(labels, keep)
+    keep = np.zeros(count, bool)  # per label: is it kept? (a lookup is ~10x faster than np.isin)
+    keep[1:] = areas >= KEEP_FRACTION * areas.max()
+    return keep[labels]
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
