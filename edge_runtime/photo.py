@@ -173,8 +173,8 @@ def color_distance(lab: np.ndarray, colors: np.ndarray) -> np.ndarray:
     Lightness counts LIGHTNESS_WEIGHT: shadows and uneven light change a
     floor's lightness much more than its colour.
     """
-    weights = np.array([LIGHTNESS_WEIGHT, 1.0, 1.0], np.float32)
-    squared_weights = (weights * weights)[None, :]  # (1, 3): cv2.transform sums the channels with these
+    # (1, 3): cv2.transform sums the squared channel differences with these
+    squared_weights = np.array([[LIGHTNESS_WEIGHT ** 2, 1.0, 1.0]], np.float32)
     lab = lab.astype(np.float32)
     nearest = None  # squared distance to the nearest colour so far, (H, W)
     # OpenCV, not numpy: on a 96x128 image numpy's per-call overhead made this
