@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from train import compare, tune
 from train.config import TrainConfig
 
@@ -20,11 +22,15 @@ def test_tune_writes_a_config_train_reads(tmp_path):
 
 
 def test_compare_trains_converts_and_tabulates(tmp_path):
-    status = compare.main(["--models", "mlp,cnn", "--epochs", "1", "--train_limit", "1000", "--val_size", "500",
-                           "--out_dir", str(tmp_path / "runs"), "--bench_dir", str(tmp_path / "bench")])
+    # cnn gets its own epoch budget (how slower models get the same wall time).
+    status = compare.main(["--models", "mlp,cnn", "--epochs", "1", "--model_epochs", "cnn=2", "--train_limit", "1000",
+                           "--val_size", "500", "--out_dir", str(tmp_path / "runs"),
+                           "--bench_dir", str(tmp_path / "bench")])
     assert status == 0
     result = json.loads((tmp_path / "bench" / "compare.json").read_text())
     assert [r["model"] for r in result["models"]] == ["mlp", "cnn"]
+    assert [(r["config"]["epochs"], r["epochs_run"]) for r in result["models"]] == [(1, 1), (2, 2)]
+    assert "epoch budgets mlp 1, cnn 2" in (tmp_path / "bench" / "compare.md").read_text()
     for r in result["models"]:
         assert 0.5 < r["test_accuracy"] <= 1 and 0.5 < r["int8_accuracy"] <= 1
         assert r["int8_size_bytes"] > 0 and r["parameters"] > 0
@@ -39,8 +45,17 @@ def test_compare_trains_converts_and_tabulates(tmp_path):
     assert again[0]["run"] != result["models"][0]["run"] and again[1] == result["models"][1]
     # A finished run with the same config can stand in for training again.
     cnn_run = result["models"][1]["run"]
-    assert compare.main(["--models", "cnn", "--reuse", cnn_run, "--epochs", "1", "--train_limit", "1000",
-                         "--val_size", "500", "--out_dir", str(tmp_path / "runs"),
+    assert compare.main(["--models", "cnn", "--reuse", cnn_run, "--epochs", "1", "--model_epochs", "cnn=2",
+                         "--train_limit", "1000", "--val_size", "500", "--out_dir", str(tmp_path / "runs"),
                          "--bench_dir", str(tmp_path / "bench")]) == 0
     reused = json.loads((tmp_path / "bench" / "compare.json").read_text())["models"][1]
     assert reused["run"] == cnn_run and reused["test_accuracy"] == result["models"][1]["test_accuracy"]
+
+
+@pytest.mark.parametrize("model_epochs", ["vgg=20", "cnn=0", "cnn", "cnn=two"])
+def test_compare_refuses_a_bad_epoch_budget_before_training(model_epochs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        compare.main(["--model_epochs", model_epochs, "--out_dir", str(tmp_path / "runs"),
+                      "--bench_dir", str(tmp_path / "bench")])
+    assert exit_info.value.code == 2 and "--model_epochs" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -4,6 +4,11 @@ Trains mlp -> cnn -> minivgg -> edge under the same rules (same data split,
 augmentation, schedule and epoch/time budget), converts each to full int8
 with the real converter, and writes one table and plot:
 benchmarks/compare.{json,md,png}.
+
+By default every model gets the same number of epochs. `--model_epochs
+minivgg=20` gives one model its own epoch budget (its cosine schedule then
+ends at epoch 20), which is how slower models get the same *wall-time*
+budget instead: see the README for the 20-minute comparison.
 """
 
 from __future__ import annotations
@@ -23,13 +28,24 @@ from .config import TrainConfig, add_config_arguments, config_from_args
 MODELS = ("mlp", "cnn", "minivgg", "edge")
 
 
+def parse_model_epochs(text: str) -> dict[str, int]:
+    """'minivgg=20,cnn=45' -> {'minivgg': 20, 'cnn': 45}; ValueError on anything else."""
+    budgets = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        model, _, epochs = item.partition("=")
+        if model not in MODELS or not epochs.isdigit() or int(epochs) < 1:
+            raise ValueError(f"{item!r} is not MODEL=EPOCHS with MODEL one of {', '.join(MODELS)} and EPOCHS >= 1")
+        budgets[model] = int(epochs)
+    return budgets
+
+
 def table(rows: list[dict]) -> str:
-    out = ["| model | test top-1 (float) | int8 top-1 | parameters | MACs / image | int8 size | training time | epochs |",
+    out = ["| model | test top-1 (float) | int8 top-1 | parameters | MACs / image | int8 size | training time | epochs (run / budget) |",
            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         out.append(f"| {r['model']} | {r['test_accuracy']:.2%} | {r['int8_accuracy']:.2%} | {r['parameters']:,} | "
                    f"{r['macs_per_image'] / 1e6:.2f}M | {r['int8_size_bytes'] / 1024:.0f} KB | "
-                   f"{r['train_seconds'] / 60:.1f} min | {r['epochs_run']} |")
+                   f"{r['train_seconds'] / 60:.1f} min | {r['epochs_run']} / {r['config']['epochs']} |")
     return "\n".join(out) + "\n"
 
 
@@ -53,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo models (default: %(default)s)")
     parser.add_argument("--bench_dir", default="benchmarks", help="where compare.{json,md,png} go (default: %(default)s)")
+    parser.add_argument("--model_epochs", default="", metavar="MODEL=EPOCHS,...",
+                        help="per-model epoch budgets overriding --epochs, e.g. minivgg=20 (default: none)")
     parser.add_argument("--config", help="base config JSON shared by every model")
     parser.add_argument("--reuse", action="append", default=[], metavar="RUN_DIR",
                         help="use this finished run for its model instead of training it again; "
@@ -60,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     base = config_from_args(args)
+    try:
+        model_epochs = parse_model_epochs(args.model_epochs)
+    except ValueError as e:
+        parser.error(f"--model_epochs: {e}")
+
+    def config_for(model: str, name: str | None = None) -> TrainConfig:
+        return dataclasses.replace(base, model=model, epochs=model_epochs.get(model, base.epochs), name=name)
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from convert.pipeline import ConvertConfig, run as convert_run
 
@@ -73,12 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     reuse = {}
     for run in map(Path, args.reuse):
         saved = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-        if not (run / "metrics.json").exists() or dataclasses.replace(saved, name=None) != dataclasses.replace(
-                base, model=saved.model, name=None):
+        if not (run / "metrics.json").exists() or dataclasses.replace(saved, name=None) != config_for(saved.model):
             parser.error(f"--reuse {run}: not a finished run with the same config as this comparison")
         reuse[saved.model] = (saved, run)
     for model in args.models.split(","):
-        config = dataclasses.replace(base, model=model, name=f"compare-{stamp}-{model}")
+        config = config_for(model, name=f"compare-{stamp}-{model}")
         if model in reuse:
             config, run_dir = reuse[model]
             print(f"{model}: reusing {run_dir} (same config)", flush=True)
@@ -93,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                        **{k: metrics[k] for k in ("test_accuracy", "parameters", "macs_per_image", "train_seconds",
                                                   "epochs_run")},
                        "int8_accuracy": int8["accuracy"], "int8_size_bytes": int8["size_bytes"]}
-        _write(bench, [rows[m] for m in sorted(rows, key=_zoo_order)], base, argv)
+        _write(bench, [rows[m] for m in sorted(rows, key=_zoo_order)], argv)
     rows = [rows[m] for m in sorted(rows, key=_zoo_order)]
     print("\n" + table(rows))
     return 0
@@ -103,20 +128,36 @@ def _zoo_order(model: str) -> int:
     return MODELS.index(model) if model in MODELS else len(MODELS)
 
 
-def _write(bench: Path, rows: list[dict], base: TrainConfig, argv) -> None:
+def rules(rows: list[dict]) -> str:
+    """The sentence above the table, read from the rows' own configs: rows kept
+    from an earlier comparison may have been trained under other settings."""
+    configs = [r["config"] for r in rows]
+    differ = sorted({k for c in configs for k in c
+                     if k not in ("model", "name", "epochs") and c[k] != configs[0].get(k)})
+    budgets = {c["model"]: c["epochs"] for c in configs}
+    if len(set(budgets.values())) == 1:
+        budget = f"{configs[0]['epochs']} epochs max for every model"
+    else:
+        budget = "epoch budgets " + ", ".join(f"{m} {e}" for m, e in budgets.items()) + \
+            " (each model's cosine schedule ends at its own budget)"
+    text = f"Same split, augmentation and schedule for every model; {budget}, patience {configs[0]['patience']}"
+    if configs[0].get("max_minutes"):
+        text += f", {configs[0]['max_minutes']} min max"
+    text += ". Training times are wall time on this machine, with whatever else ran beside them."
+    if differ:
+        text += f" **The rows were trained with different {', '.join(differ)}**: see compare.json."
+    return text
+
+
+def _write(bench: Path, rows: list[dict], argv) -> None:
     """compare.{json,md,png}, rewritten after every model so an interrupted comparison keeps what it has."""
     created = time.strftime("%Y-%m-%d %H:%M")
     result = {"command": "make compare " + " ".join(argv or sys.argv[1:]), "created": created,
               "machine_cpus": os.cpu_count(), "models": rows}
     atomic.write_text(bench / "compare.json", json.dumps(result, indent=2))
     atomic.write_text(bench / "compare.md", f"# Model comparison ({created}, {os.cpu_count()} CPU cores)\n\n"
-                      f"Same split, augmentation, schedule and budget for every model: "
-                      f"{base.epochs} epochs max, patience {base.patience}"
-                      + (f", {base.max_minutes} min max" if base.max_minutes else "")
-                      + ". Training times are wall time on this machine, with whatever else ran beside them.\n\n"
-                      + table(rows))
+                      f"{rules(rows)}\n\n" + table(rows))
     plot(rows, bench / "compare.png")
-
 
 if __name__ == "__main__":
     sys.exit(main())
