@@ -12,23 +12,30 @@ import os
 from pathlib import Path
 
 
+def partial_path(path: Path, keep_suffix: bool = False) -> Path:
+    """The temporary name beside `path`: it starts with '.' and contains
+    '.partial-', so nothing looking for finished artifacts picks it up.
+    keep_suffix keeps the extension for writers that insist on one (Keras
+    wants '.keras', OpenCV picks a video container by it)."""
+    return path.with_name(f".{path.name}.partial-{os.getpid()}{path.suffix if keep_suffix else ''}")
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Make the bytes at `tmp` durable, then let them replace `path` in one step."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, keep_suffix: bool = False):
-    """Yield a temporary path to write; on success it replaces `path`.
-
-    The temporary name starts with '.' and contains '.partial-', so nothing
-    looking for finished artifacts picks it up. keep_suffix keeps the
-    extension for writers that insist on one (Keras wants '.keras').
-    """
+    """Yield a temporary path to write; on success it replaces `path`, on an error it is deleted."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix if keep_suffix else ""
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}{suffix}")
+    tmp = partial_path(path, keep_suffix)
     try:
         yield tmp
-        with open(tmp, "rb") as f:  # make the bytes durable before the rename makes them visible
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        commit(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()

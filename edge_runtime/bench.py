@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .cli import MAX_THREADS, count  # count: tools/bench.py uses it from here too
 from .errors import EdgeError, UsageError
 from .metadata import sha256
 
@@ -473,27 +474,14 @@ def text_table(rows: list[dict], threads: list[int]) -> str:
 # -- command line ------------------------------------------------------------------------
 
 def thread_list(text: str) -> list[int]:
-    """'1,2' -> [1, 2]; each 1 or more, no duplicates, order kept."""
+    """'1,2' -> [1, 2]; each 1 to MAX_THREADS, no duplicates, order kept."""
     try:
         values = [int(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected thread counts like 1,2, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"thread counts must be 1 or more, got {text!r}")
+    if not values or any(not 1 <= v <= MAX_THREADS for v in values):
+        raise argparse.ArgumentTypeError(f"thread counts must be 1 to {MAX_THREADS}, got {text!r}")
     return list(dict.fromkeys(values))
-
-
-def count(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least `minimum`."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
-        return value
-    return parse
 
 
 def resolve_iterations(args, names: Iterable[str] = tuple(ITERATIONS)) -> dict:
@@ -531,17 +519,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def models_to_bench(paths: list[Path] | None) -> list[Path]:
     """Files as given, directories expanded to their .tflite files (float32, float16, dynamic, int8 first)."""
     from .cli import default_model_path
+    from .classifier import require_model_file
     found: list[Path] = []
     for p in paths or [default_model_path()]:
         if p.is_dir():
-            inside = sorted(p.glob("*.tflite"),
+            inside = sorted((f for f in p.glob("*.tflite") if f.is_file()),  # not a directory named x.tflite
                             key=lambda f: (next((i for i, v in enumerate(VARIANT_ORDER) if f.stem.endswith(v)),
                                                 len(VARIANT_ORDER)), f.name))
             if not inside:
                 raise UsageError(f"{p}: no .tflite models in this directory")
             found += inside
         else:
-            found.append(p)
+            found.append(require_model_file(p))  # before any measuring, as `info` and `classify` do
     return list(dict.fromkeys(found))
 
 

@@ -245,6 +245,7 @@ class FrameStream:
         self.clock, self.log = clock, log
         self.retries = 0  # failed reads of a live source, over the whole run
         self.reopens = 0
+        self.frames = 0  # frames delivered so far
         self.capture: Capture | None = self.opener(spec)  # errors opening the first time go to the user as-is
 
     def stop(self) -> None:
@@ -261,6 +262,9 @@ class FrameStream:
         if frame is not None:
             return frame
         if not self.spec.live:
+            if not self.frames:  # OpenCV opens some damaged files (a broken header) but decodes nothing
+                raise CameraError(f"{self.spec.name} contains no decodable frames; check it plays (ffplay, VLC) "
+                                  "or convert it, e.g. ffmpeg -i IN -c:v mjpeg out.avi")
             if not self.loop:
                 return None  # end of the file: not an error, no retry
             self._reopen()  # --loop: play the file again from the start
@@ -274,7 +278,10 @@ class FrameStream:
             ok, frame = self.capture.read()
         except Exception:  # some backends raise instead of returning False
             return None
-        return frame if ok and frame is not None and frame.size else None
+        if not ok or frame is None or not frame.size:
+            return None
+        self.frames += 1
+        return frame
 
     def _recover(self) -> np.ndarray | None:
         started = self.clock()

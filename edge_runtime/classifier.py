@@ -45,8 +45,12 @@ class Result:
 
     @property
     def is_unknown(self) -> bool:
-        """Top score below the threshold: probably not one of the classes the model knows."""
-        return self.best.score < self.threshold
+        """Top score below the threshold (probably not one of the classes the model
+        knows), or an all-black input: nothing stood out from the background (a
+        blank wall, a one-colour image), so there is nothing to classify. The
+        model's answer for an empty input is arbitrary and can be confident
+        (the v4 model calls it Sandal, 0.64)."""
+        return self.best.score < self.threshold or not self.model_input.any()
 
     @property
     def label(self) -> str:
@@ -100,13 +104,18 @@ class TensorSpec:
         return self.scale != 0.0 and np.issubdtype(self.dtype, np.integer)
 
 
+def require_model_file(path: str | Path) -> Path:
+    """`path` as a Path, or the one ModelError every command gives for a missing model."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model {path} not found; run `make train convert` or pass --model PATH")
+    return path
+
+
 class Classifier:
     def __init__(self, model_path: str | Path, num_threads: int = 1, metadata: dict | None = None,
                  threshold: float = 0.0, batch_size: int = 64):
-        self.model_path = Path(model_path)
-        if not self.model_path.is_file():
-            raise ModelError(f"model {self.model_path} not found; run `make train convert` "
-                             "or pass --model PATH")
+        self.model_path = require_model_file(model_path)
         self.metadata = metadata if metadata is not None else read_metadata(self.model_path)
         self.labels = list(self.metadata["labels"])
         self.threshold = threshold

@@ -107,9 +107,12 @@ def save_input(directory: Path, name: str, model_input, taken: set[str]) -> Path
 
     Names are made unique within one run (photo.png, photo-2.png, ...), as two
     directories may both hold a photo.jpg. cv2.imencode + Python's write
-    handles any file name, which cv2.imwrite doesn't on every platform.
+    handles any file name, which cv2.imwrite doesn't on every platform;
+    the write is atomic, so a run stopped mid-way leaves no half-written PNG.
     """
     import cv2
+
+    from .atomic import write_bytes
     stem = Path(name).stem or "image"
     unique, n = stem, 1
     while unique in taken:
@@ -118,8 +121,8 @@ def save_input(directory: Path, name: str, model_input, taken: set[str]) -> Path
     taken.add(unique)
     big = cv2.resize(model_input, None, fx=ENLARGE, fy=ENLARGE, interpolation=cv2.INTER_NEAREST)
     path = directory / f"{unique}.png"
-    path.write_bytes(cv2.imencode(".png", model_input)[1].tobytes())
-    (directory / f"{unique}_x{ENLARGE}.png").write_bytes(cv2.imencode(".png", big)[1].tobytes())
+    write_bytes(path, cv2.imencode(".png", model_input)[1].tobytes())
+    write_bytes(directory / f"{unique}_x{ENLARGE}.png", cv2.imencode(".png", big)[1].tobytes())
     return path
 
 
@@ -141,8 +144,6 @@ def run(args) -> int:
     from .classifier import Classifier
     from .imageio import display_path
 
-    if args.threads < 1:
-        raise UsageError(f"--threads must be 1 or more, got {args.threads}")
     files, unmatched = expand_paths(args.paths)
     if not any(os.path.lexists(f) for f in files):
         raise UsageError("no image files match " + " ".join(map(display_path, args.paths)))

@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 from .errors import EdgeError
 
@@ -53,6 +54,32 @@ def positive_int(text: str) -> int:
     return value
 
 
+def count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+    return parse
+
+
+# More than the cores of any device this runs on. The interpreter does not
+# check: 0 fails as "not a loadable model" and 100000 crashes the process.
+MAX_THREADS = 256
+
+
+def thread_count(text: str) -> int:
+    """argparse type: interpreter threads, 1 to MAX_THREADS."""
+    value = positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"{text}: must be at most {MAX_THREADS}")
+    return value
+
+
 def probability(text: str) -> float:
     """argparse type: a number from 0 to 1."""
     value = float(text)
@@ -65,7 +92,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model and --threads, shared by every command that runs a model."""
     parser.add_argument("--model", type=Path, default=None,
                         help=f"a .tflite model with metadata; None means ${MODEL_ENV_VAR}, else models/{MODEL_FILENAME}")
-    parser.add_argument("--threads", type=int, default=1, help="interpreter threads")
+    parser.add_argument("--threads", type=thread_count, default=1,
+                        help=f"interpreter threads (1 to {MAX_THREADS})")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -213,8 +213,9 @@ def check_model(env: Environment, interpreter_ok: bool) -> Check:
         return Check("model", WARN, ", ".join(parts) + "; not loaded (no interpreter)")
     try:
         parts.append(env.load_model(path))
-    except EdgeError as e:
-        return Check("model", FAIL, str(e), "reconvert it (make convert) or copy the bundle's models/ again")
+    except Exception as e:  # noqa: BLE001 - a model that breaks the interpreter is a FAIL row, not a crash
+        detail = str(e) if isinstance(e, EdgeError) else f"{path}: {_first_line(e)}"
+        return Check("model", FAIL, detail, "reconvert it (make convert) or copy the bundle's models/ again")
     return Check("model", OK, ", ".join(parts))
 
 

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import zipfile
+import zlib
 from pathlib import Path
 
 from .errors import ModelError
@@ -58,13 +59,44 @@ def flatbuffer_part(model_bytes: bytes) -> bytes:
 
 def read_embedded(model_path: str | Path) -> dict | None:
     """The metadata inside a .tflite file, or None when it has none."""
+    def damaged(e: Exception) -> ModelError:
+        return ModelError(f"{model_path}: can't read its embedded metadata ({e}); "
+                          "copy the model again or reconvert it with `make convert`")
     try:
-        with zipfile.ZipFile(model_path) as archive:
-            return json.loads(archive.read(EMBEDDED_NAME))
-    except (zipfile.BadZipFile, KeyError):
-        return None
+        archive = zipfile.ZipFile(model_path)
+    except zipfile.BadZipFile:
+        return None  # a plain FlatBuffer: no archive appended
     except (OSError, ValueError) as e:
-        raise ModelError(f"{model_path}: can't read its embedded metadata ({e})") from e
+        raise damaged(e) from e
+    with archive:
+        if EMBEDDED_NAME not in archive.namelist():
+            return None
+        try:
+            return json.loads(archive.read(EMBEDDED_NAME))
+        # The archive is there but its bytes are not: a bad CRC (BadZipFile), a broken
+        # deflate stream (zlib.error) or text that is not JSON (ValueError).
+        except (zipfile.BadZipFile, OSError, ValueError, zlib.error) as e:
+            raise damaged(e) from e
+
+
+def _check_fields(model_path: Path, metadata: dict) -> None:
+    """ModelError naming the first field of the wrong type: the runtime indexes these without checks."""
+    def bad(key: str, expected: str) -> ModelError:
+        return ModelError(f"{model_path}: metadata field '{key}' is not {expected}; "
+                          "reconvert the model with `make convert`")
+
+    labels = metadata["labels"]
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise bad("labels", "a list of class names")
+    spec = metadata["input"]
+    if not (isinstance(spec, dict) and isinstance(spec.get("shape"), list)
+            and all(isinstance(n, int) for n in spec["shape"]) and isinstance(spec.get("dtype"), str)):
+        raise bad("input", "an object with a 'shape' list of integers and a 'dtype' string")
+    for key in ("preprocessing", "accuracy"):  # optional, but an object when present
+        if key in metadata and not isinstance(metadata[key], dict):
+            raise bad(key, "an object")
+    if not isinstance(metadata.get("accuracy", {}).get("accuracy", 0.0), (int, float)):
+        raise bad("accuracy", "an object whose 'accuracy' is a number")
 
 
 def read_metadata(model_path: str | Path) -> dict:
@@ -85,4 +117,5 @@ def read_metadata(model_path: str | Path) -> dict:
     for key in ("labels", "input", "output"):
         if key not in metadata:
             raise ModelError(f"{model_path}: metadata has no '{key}'; reconvert the model with `make convert`")
+    _check_fields(model_path, metadata)
     return metadata

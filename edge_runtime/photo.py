@@ -360,8 +360,8 @@ def photo_to_input(image: np.ndarray, size: tuple[int, int] = DEFAULT_SIZE) -> n
 
     Garment bright on an exactly black background, longest side filling the
     canvas, centred. An image where nothing stands out from the background
-    (e.g. one colour) gives an all-black input, which a model should call
-    unknown rather than something invented.
+    (e.g. one colour) gives an all-black input, which the Classifier reports
+    as unknown whatever the model says about it.
     """
     bgr = shrink(to_bgr(image))  # (h, w, 3), longest side <= WORK_SIDE
     mask, background = garment_mask(bgr)  # bool (h, w), Lab (5, 3)

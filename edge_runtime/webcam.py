@@ -21,11 +21,14 @@ so building the CLI parser stays cheap.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import re
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -36,7 +39,8 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from .cli import add_model_arguments, default_model_path, positive_int, probability
+from .atomic import commit, partial_path
+from .cli import add_model_arguments, count, default_model_path, positive_int, probability
 from .errors import UsageError
 
 # -- region of interest -----------------------------------------------------------
@@ -63,7 +67,8 @@ def parse_roi(text: str) -> RoiSpec:
         values = tuple(float(p) for p in parts)
     except ValueError:
         values = ()
-    if len(values) != 4 or min(values) < 0 or values[2] <= 0 or values[3] <= 0:
+    # not isfinite: nan passes every `< 0` check, and neither it nor inf is a coordinate
+    if len(values) != 4 or not all(map(math.isfinite, values)) or min(values) < 0 or min(values[2:]) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: expected center, full, X,Y,W,H in pixels "
                                          "or fractions of the frame like 0.25,0.25,0.5,0.5")
     fractional = "." in text and all(v <= 1.0 for v in values)  # 0.5 is a fraction, 1 a pixel
@@ -267,6 +272,21 @@ def fraction(text: str) -> float:
     return value
 
 
+# Written as `not <in range>`: every comparison with nan is False, so nan is rejected too.
+def positive_number(text: str) -> float:
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text}: must be a positive number")
+    return value
+
+
+def non_negative_number(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be 0 or more")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", nargs="?", default=None,
                         help="video file, stream URL (rtsp://, http://) or camera index, instead of --camera")
@@ -275,8 +295,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "or auto: the Pi camera if picamera2 finds one, else 0")
     parser.add_argument("--width", type=positive_int, default=None, help="requested frame width, pixels")
     parser.add_argument("--height", type=positive_int, default=None, help="requested frame height, pixels")
-    parser.add_argument("--fps", type=float, default=None, help="requested camera frame rate")
-    parser.add_argument("--rate", type=float, default=0.0,
+    parser.add_argument("--fps", type=positive_number, default=None, help="requested camera frame rate")
+    parser.add_argument("--rate", type=non_negative_number, default=0.0,
                         help="classify a live source at most this many times a second (0 = every frame it can); "
                              "the newest frame is used each time")
     parser.add_argument("--roi", type=parse_roi, default="center", metavar="center|full|X,Y,W,H",
@@ -294,8 +314,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save", type=Path, default=None, metavar="OUT.mp4",
                         help="record annotated frames (.mp4 mp4v, .avi MJPG)")
     parser.add_argument("--loop", action="store_true", help="replay a video file at its end")
-    parser.add_argument("--max_frames", type=int, default=0, help="stop after N classified frames (0 = no limit)")
-    parser.add_argument("--reconnect_timeout", type=float, default=60.0,
+    parser.add_argument("--max_frames", type=count(0), default=0, help="stop after N classified frames (0 = no limit)")
+    parser.add_argument("--reconnect_timeout", type=non_negative_number, default=60.0,
                         help="seconds a live camera may deliver nothing before giving up (exit status 6)")
     add_model_arguments(parser)
 
@@ -305,21 +325,43 @@ SAVE_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", "
 
 
 def check_save_path(path: Path) -> None:
+    """UsageError unless a recording can be written at `path`, so a bad path never passes for a codec problem."""
+    if path.is_dir():
+        raise UsageError(f"--save {path}: is a directory; give a file name such as {path / 'out.mp4'}")
     if path.suffix.lower() not in SAVE_CODECS:
         raise UsageError(f"--save {path}: use .mp4 or .avi")
     if not path.parent.is_dir():
         raise UsageError(f"--save {path}: directory {path.parent} does not exist")
+    # Try it: os.access says yes to root even where creating files fails (/sys, read-only mounts).
+    try:
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as e:
+        raise UsageError(f"--save {path}: not writable ({e.strerror})") from e
 
 
-def open_writer(path: Path, fps: float, size: tuple[int, int]):
-    """A cv2.VideoWriter for --save; the codec follows the file extension."""
+def open_writer(path: Path, fps: float, size: tuple[int, int], recording: contextlib.ExitStack):
+    """A cv2.VideoWriter for --save; the codec follows the file extension.
+
+    It records to a temporary file beside `path` that is renamed over `path`
+    when `recording` closes, however the run ended (the end of the source,
+    Ctrl-C, a camera that died): the frames recorded so far are a complete
+    video once released. Only a killed process leaves the temporary file, and
+    any earlier recording at `path` stays intact.
+    """
     import cv2
 
-    check_save_path(path)
+    check_save_path(path)  # again: the directory may have changed since the run started
     codec = SAVE_CODECS[path.suffix.lower()]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, size)
+    tmp = partial_path(path, keep_suffix=True)  # OpenCV picks the container by the suffix
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*codec), fps, size)
     if not writer.isOpened():
+        tmp.unlink(missing_ok=True)
         raise UsageError(f"--save {path}: this OpenCV can't encode {codec}; try a .avi file (MJPG)")
+
+    def finish() -> None:
+        writer.release()  # writes the index: the file is complete before it appears at `path`
+        commit(tmp, path)
+    recording.callback(finish)
     return writer
 
 
@@ -388,8 +430,6 @@ def run(args) -> int:
 
     if (args.width is None) != (args.height is None):
         raise UsageError("give both --width and --height, or neither")
-    if (args.fps is not None and args.fps <= 0) or args.rate < 0:
-        raise UsageError("--fps must be positive and --rate 0 or more")
     if args.save is not None:
         check_save_path(args.save)  # before the camera is opened, not at the first frame
     classifier = Classifier(args.model or default_model_path(), num_threads=args.threads, threshold=args.threshold)
@@ -402,7 +442,7 @@ def run(args) -> int:
     reader, writer, window = None, None, False
     stats = {"count": 0, "total_ms": 0.0, "max_ms": 0.0, "reason": "end of stream"}
     started = time.monotonic()
-    with StopFlag(stream.stop) as stop:
+    with StopFlag(stream.stop) as stop, contextlib.ExitStack() as recording:
         try:
             window = open_window(args.headless)
             if args.verbose:
@@ -425,7 +465,7 @@ def run(args) -> int:
                     if args.save:
                         if writer is None:
                             save_size = annotated.shape[1::-1]  # (width, height) of the first frame
-                            writer = open_writer(args.save, args.fps or source_fps(stream), save_size)
+                            writer = open_writer(args.save, args.fps or source_fps(stream), save_size, recording)
                         if annotated.shape[1::-1] != save_size:
                             # A camera that changes resolution mid-run: a video file has one frame size.
                             import cv2
@@ -445,8 +485,6 @@ def run(args) -> int:
             if reader is not None:
                 reader.stop()
             stream.release()  # the camera is free for the next program, whatever happened
-            if writer is not None:
-                writer.release()
             if window:
                 import cv2
                 cv2.destroyAllWindows()

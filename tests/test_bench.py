@@ -84,7 +84,7 @@ def test_fmt_us():
 def test_thread_list():
     assert rt.thread_list("1,2") == [1, 2]
     assert rt.thread_list("2, 1, 2") == [2, 1]
-    for bad in ("0", "", "a", "1,-1"):
+    for bad in ("0", "", "a", "1,-1", "100000"):  # 100000 threads crash the interpreter
         with pytest.raises(Exception):
             rt.thread_list(bad)
 
@@ -246,6 +246,15 @@ def test_memory_probe_is_a_runtime_only_process(tiny_int8_model):
     stages = probe["stages_mb"]
     assert 0 < stages["python"] <= stages["imports"] <= stages["model_loaded"] <= stages["classified"]
     assert probe["pid"] != os.getpid()
+
+
+def test_missing_model_and_directories_named_like_models(tiny_int8_model, tmp_path, capsys):
+    from edge_runtime.cli import main
+    assert main(["bench", "--model", str(tmp_path / "missing.tflite"), "--quick", "--no_memory"]) == 4
+    assert "error: model " in capsys.readouterr().err  # the one line `info` gives, not a traceback
+    (tmp_path / "sub.tflite").mkdir()
+    shutil.copy(tiny_int8_model, tmp_path / "fashion_mnist_int8.tflite")
+    assert rt.models_to_bench([tmp_path]) == [tmp_path / "fashion_mnist_int8.tflite"]
 
 
 def test_device_bench_command_json(tiny_int8_model, capsys):

@@ -213,6 +213,23 @@ def test_missing_and_undecodable_files(tmp_path):
         capture.open_capture(SourceSpec("file", str(junk)))
 
 
+def test_a_video_file_without_decodable_frames_is_a_camera_error(tmp_path):
+    """A real AVI cut after its header: OpenCV opens it but decodes nothing. Not a clean 0-frame end."""
+    import cv2
+    good = tmp_path / "good.avi"
+    writer = cv2.VideoWriter(str(good), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for i in range(5):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    data = good.read_bytes()
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(data[:data.index(b"movi") + 4])
+    s = FrameStream(SourceSpec("file", str(damaged)))
+    with pytest.raises(CameraError, match=r"video file .*damaged.avi contains no decodable frames"):
+        s.read()
+    s.release()
+
+
 # -- picamera2, faked ----------------------------------------------------------------------
 
 

@@ -133,6 +133,15 @@ def test_bad_option_values_are_usage_errors(tiny_int8_model, photos, flag, value
     check_no_traceback(r.stderr)
 
 
+@pytest.mark.parametrize("command", ["classify", "info", "webcam", "doctor"])
+@pytest.mark.parametrize("threads", ["0", "100000"])
+def test_threads_out_of_range_are_usage_errors_in_every_command(command, threads, capsys):
+    """0 used to blame the model (exit 4) and 100000 crashed the interpreter: now refused by argparse."""
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser().parse_args([command, "--threads", threads, *(["x.png"] if command == "classify" else [])])
+    assert e.value.code == 2 and "--threads" in capsys.readouterr().err
+
+
 # -- through cli.main ------------------------------------------------------------------
 
 def main(capsys, *args: str) -> tuple[int, str, str]:
@@ -189,6 +198,21 @@ def test_save_input_writes_what_the_model_saw(tiny_int8_model, photos, tmp_path,
         assert np.array_equal(model_input, photo_to_input(read_image(r["path"])))
         big = cv2.imread(str(saved.with_name(saved.stem + "_x10.png")), cv2.IMREAD_UNCHANGED)
         assert big.shape == (280, 280) and np.array_equal(big[::10, ::10], model_input)
+
+
+def test_save_input_replaces_files_atomically(tiny_int8_model, photos, tmp_path, capsys):
+    """A PNG from an earlier run is replaced by a new file, never rewritten in place: a hard link to
+    the old one (as a reader holding it open) keeps the old bytes, and no temporary file is left."""
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    (tmp_path / "earlier.png").write_bytes(b"an earlier run's file")
+    os.link(tmp_path / "earlier.png", seen / "a.png")
+    status, _, _ = main(capsys, "classify", "--save_input", str(seen), "--model", str(tiny_int8_model),
+                        str(photos / "good" / "a.png"))
+    assert status == 0
+    assert (tmp_path / "earlier.png").read_bytes() == b"an earlier run's file"
+    assert cv2.imread(str(seen / "a.png"), cv2.IMREAD_UNCHANGED).shape == (28, 28)
+    assert sorted(f.name for f in seen.iterdir()) == ["a.png", "a_x10.png"]
 
 
 def test_save_input_keeps_same_named_files_apart(tiny_int8_model, tmp_path, capsys):
@@ -261,8 +285,19 @@ def test_directories_skip_hidden_files(tmp_path):
 def test_human_line_format():
     from edge_runtime.classifier import Prediction, Result
     top = [Prediction(7, "Sneaker", 0.97), Prediction(5, "Sandal", 0.02), Prediction(9, "Ankle boot", 0.01)]
-    result = Result(top, np.zeros(10, np.float32), np.zeros((28, 28), np.uint8), threshold=0.5)
+    result = Result(top, np.zeros(10, np.float32), np.ones((28, 28), np.uint8), threshold=0.5)
     assert human_line("photo.jpg", result) == "photo.jpg  Sneaker 0.97  (Sandal 0.02, Ankle boot 0.01)"
     result.threshold = 0.98
     assert human_line("photo.jpg", result, 12) == \
         "photo.jpg     unknown 0.97  (Sneaker 0.97, Sandal 0.02, Ankle boot 0.01)"
+
+
+def test_an_image_where_nothing_stands_out_is_unknown_at_any_threshold(tiny_int8_model, tmp_path, capsys):
+    """A blank wall or a one-colour image becomes an all-black input; whatever the model says
+    about that (v4: Sandal 0.64), there is nothing to classify."""
+    cv2.imwrite(str(tmp_path / "wall.png"), np.full((120, 160, 3), (90, 140, 200), np.uint8))
+    status, out, _ = main(capsys, "classify", "--json", "--threshold", "0", "--model", str(tiny_int8_model),
+                          str(tmp_path / "wall.png"))
+    (record,) = json_lines(out)
+    assert status == 0 and record["label"] == "unknown" and record["unknown"] is True
+    assert record["top_k"][0]["score"] > 0  # the model's own answer is still reported

@@ -136,6 +136,23 @@ def test_no_model_or_a_bad_one(model, tmp_path):
     assert c["model"].status == FAIL and "not a loadable" in c["model"].detail
 
 
+@pytest.mark.parametrize("accuracy", [0.9, {"accuracy": "high"}])
+def test_malformed_metadata_is_a_fail_row(model, tmp_path, accuracy):
+    edited = tmp_path / "edited.tflite"
+    edited.write_bytes(metadata.embed(b"not really a flatbuffer", {**metadata.read_embedded(model),
+                                                                    "accuracy": accuracy}))
+    c = by_name(doctor.run_checks(pi(model, model_path=edited)))
+    assert c["model"].status == FAIL and "metadata field 'accuracy'" in c["model"].detail
+
+
+def test_a_model_that_breaks_the_interpreter_is_a_fail_row(model):
+    def crashing(path):
+        raise RuntimeError("tensorflow/lite/kernels/conv.cc:351 input->dims->size != 4 (3 != 4)\nNode 0 failed")
+    c = by_name(doctor.run_checks(pi(model, load_model=crashing)))
+    assert c["model"].status == FAIL and c["model"].detail.endswith("RuntimeError: tensorflow/lite/kernels/"
+                                                                     "conv.cc:351 input->dims->size != 4 (3 != 4)")
+
+
 def test_display_states(model):
     no_gui = by_name(doctor.run_checks(pi(model, environ={"DISPLAY": ":0"})))["display"]
     assert no_gui.status == WARN and "no GUI support" in no_gui.detail and "pip install opencv-python" in no_gui.fix

@@ -112,3 +112,60 @@ def test_cli_one_line_error_and_debug_traceback(tmp_path):
     assert plain.stderr.strip().count("\n") == 0 and plain.stderr.startswith("error: ")
     debug = subprocess.run([*args[:3], "--debug", *args[3:]], capture_output=True, text=True, timeout=60)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "ModelError" in debug.stderr
+
+
+def bare_with_sidecar(tmp_path, model, meta):
+    """The model's FlatBuffer alone, with `meta` as its sidecar: what a hand-edited .json gives."""
+    bare = tmp_path / "edited.tflite"
+    bare.write_bytes(metadata.flatbuffer_part(model.read_bytes()))
+    metadata.sidecar_path(bare).write_text(json.dumps(meta))
+    return bare
+
+
+@pytest.mark.parametrize("field,value", [
+    ("input", {}), ("input", None), ("input", {"shape": None, "dtype": "uint8"}), ("labels", 5),
+    ("labels", [1, 2]), ("preprocessing", None), ("accuracy", 0.9), ("accuracy", {"accuracy": "high"}),
+])
+def test_malformed_metadata_fields(tmp_path, tiny_int8_model, field, value):
+    """Present but of the wrong type: a ModelError naming the field, not a KeyError or TypeError."""
+    meta = {**meta_of(tiny_int8_model), field: value}
+    with pytest.raises(ModelError, match=f"metadata field '{field}' is not .*; reconvert the model"):
+        Classifier(bare_with_sidecar(tmp_path, tiny_int8_model, meta))
+
+
+def test_cli_malformed_metadata_is_one_line(tmp_path, tiny_int8_model):
+    model = bare_with_sidecar(tmp_path, tiny_int8_model, {**meta_of(tiny_int8_model), "input": {}})
+    r = subprocess.run([sys.executable, "-m", "edge_runtime", "info", "--model", str(model)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 4 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: ") and "metadata field 'input'" in r.stderr
+
+
+def test_damaged_embedded_metadata(tmp_path, tiny_int8_model):
+    """Bytes flipped inside the compressed metadata (a bad copy): ModelError, not a zlib.error."""
+    import struct
+    import zipfile
+    data = bytearray(tiny_int8_model.read_bytes())
+    with zipfile.ZipFile(tiny_int8_model) as archive:
+        header = archive.getinfo(metadata.EMBEDDED_NAME).header_offset
+    name_len, extra_len = struct.unpack("<HH", data[header + 26:header + 30])  # from the local file header
+    start = header + 30 + name_len + extra_len  # the deflated bytes
+    data[start + 10:start + 40] = bytes(b ^ 0xFF for b in data[start + 10:start + 40])
+    damaged = tmp_path / "damaged.tflite"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="damaged.tflite: can't read its embedded metadata"):
+        metadata.read_metadata(damaged)
+
+
+def test_embedded_metadata_with_a_bad_checksum(tmp_path, tiny_int8_model):
+    """A wrong CRC in the archive's directory: the metadata is damaged, not absent."""
+    import struct
+    import zipfile
+    data = bytearray(tiny_int8_model.read_bytes())
+    with zipfile.ZipFile(tiny_int8_model) as archive:
+        crc = archive.getinfo(metadata.EMBEDDED_NAME).CRC
+    data[data.rfind(struct.pack("<I", crc))] ^= 0xFF  # the central directory's copy, which zipfile checks
+    damaged = tmp_path / "damaged.tflite"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="damaged.tflite: can't read its embedded metadata .*Bad CRC-32"):
+        metadata.read_metadata(damaged)

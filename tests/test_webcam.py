@@ -105,6 +105,16 @@ def test_parse_roi():
             parse_roi(bad)
 
 
+@pytest.mark.parametrize("argv", [("--roi", "nan,0,5,5"), ("--roi", "0,0,inf,5"), ("--max_frames", "-1"),
+                                  ("--reconnect_timeout", "-1"), ("--reconnect_timeout", "nan"),
+                                  ("--fps", "nan"), ("--fps", "0"), ("--rate", "nan"), ("--rate", "-1")])
+def test_out_of_range_numbers_are_usage_errors(argv, capsys):
+    """nan passes `< 0` checks (every comparison with it is False) and crashed later, or ran oddly."""
+    with pytest.raises(SystemExit) as e:
+        parse(*argv)
+    assert e.value.code == 2 and argv[0] in capsys.readouterr().err
+
+
 def test_compute_roi():
     shape = (480, 640, 3)
     assert compute_roi(shape, RoiSpec("center"), 0.6) == (176, 96, 288, 288)
@@ -160,7 +170,7 @@ def test_choose_window():
 def make_result(model_input=None, threshold=0.0) -> Result:
     probs = np.array([0.7, 0.2, 0.1], np.float32)
     top = [Prediction(0, "Sneaker", 0.7), Prediction(1, "Sandal", 0.2)]
-    model_input = np.zeros((28, 28), np.uint8) if model_input is None else model_input
+    model_input = np.ones((28, 28), np.uint8) if model_input is None else model_input  # not empty: see Result
     return Result(top, probs, model_input, threshold)
 
 
@@ -246,6 +256,43 @@ def test_save_records_annotated_frames(video, tiny_int8_model, tmp_path, no_disp
         webcam.run(parse(str(video), "--model", str(tiny_int8_model), "--save", str(tmp_path / "x.gif")))
 
 
+def test_save_to_a_directory_or_an_unwritable_place_is_refused_first(tiny_int8_model, tmp_path):
+    """Refused before the model or the source is opened (the source here does not even exist),
+    and not blamed on the codec."""
+    (tmp_path / "clip.mp4").mkdir()
+    missing = str(tmp_path / "missing.avi")
+    with pytest.raises(UsageError, match=r"clip.mp4: is a directory"):
+        webcam.run(parse(missing, "--model", str(tiny_int8_model), "--save", str(tmp_path / "clip.mp4")))
+    with pytest.raises(UsageError, match=r"--save /sys/out.mp4: not writable"):  # even for root
+        webcam.run(parse(missing, "--model", str(tiny_int8_model), "--save", "/sys/out.mp4"))
+
+
+def test_save_keeps_the_earlier_recording_until_the_new_one_ends(video, tiny_int8_model, tmp_path):
+    """Recording goes to a temporary file renamed over --save when the run ends (here by SIGTERM),
+    so a run killed mid-recording (SIGKILL, power loss) leaves the earlier recording intact."""
+    out_path = tmp_path / "out.avi"
+
+    def record_then(sig):
+        proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "webcam", str(video), "--loop",
+                                 "--model", str(tiny_int8_model), "--save", str(out_path)], cwd=ROOT,
+                                env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(3):  # recording: frames are being written
+                assert proc.stdout.readline().startswith("{")
+            proc.send_signal(sig)
+            proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+        return proc.returncode
+
+    assert record_then(signal.SIGTERM) == 0
+    earlier = out_path.read_bytes()
+    assert len(decoded_frames(out_path)) >= 3
+    assert [f.name for f in tmp_path.iterdir()] == ["out.avi"]  # renamed: no temporary file left
+    assert record_then(signal.SIGKILL) == -signal.SIGKILL
+    assert out_path.read_bytes() == earlier
+
+
 class FakeCamera:
     """A live camera: a frame every `delay_s`, forever; reads listed in `fail` return nothing."""
 
@@ -278,6 +325,17 @@ def test_a_camera_that_fails_a_few_reads_is_retried_and_the_loop_resumes(
     assert len(json_lines(out)) == 4
     assert "retry 1" in err and "frames again" in err and "failed reads retried" in err
     assert camera.released  # released in `finally`
+
+
+def test_save_after_a_camera_error_keeps_what_was_recorded(video, tiny_int8_model, tmp_path, monkeypatch,
+                                                           no_display, capsys):
+    camera = FakeCamera(decoded_frames(video)[:4], fail=range(3, 10**6))  # two frames, then unplugged
+    monkeypatch.setattr(capture, "open_capture", lambda spec: camera)
+    with pytest.raises(capture.CameraError, match="delivered no frame"):
+        webcam.run(parse("--camera", "0", "--model", str(tiny_int8_model), "--reconnect_timeout", "0",
+                         "--save", str(tmp_path / "out.avi")))
+    assert [f.name for f in tmp_path.iterdir()] == ["out.avi"]  # renamed: no temporary file left
+    assert len(decoded_frames(tmp_path / "out.avi")) == 2  # a complete video of the frames before the error
 
 
 def test_rate_limits_a_live_source_to_the_newest_frames(video, tiny_int8_model, monkeypatch, no_display, capsys):
