@@ -50,7 +50,7 @@ class Result:
         blank wall, a one-colour image), so there is nothing to classify. The
         model's answer for an empty input is arbitrary and can be confident
         (the v4 model calls it Sandal, 0.64)."""
-        return self.best.score < self.threshold or not self.model_input.any()
+        return self.best.score < self.threshold or bool(blank(self.model_input[None])[0])
 
     @property
     def label(self) -> str:
@@ -62,6 +62,12 @@ class Result:
             "score": round(self.best.score, 6),
             "top_k": [{"index": p.index, "label": p.label, "score": round(p.score, 6)} for p in self.top_k],
         }
+
+
+def blank(model_inputs: np.ndarray) -> np.ndarray:
+    """(N, H, W) model inputs -> (N,) bool: all black, i.e. nothing stood out from
+    the photo's background. Such an input is reported unknown (Result.is_unknown)."""
+    return ~np.asarray(model_inputs).reshape(len(model_inputs), -1).any(axis=1)
 
 
 def top_k(probabilities: np.ndarray, labels: list[str], k: int) -> list[Prediction]:

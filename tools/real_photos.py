@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime import atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = ROOT.parent / "shared" / "real-photos"
 OOD = -1  # label_index of out-of-distribution photos in labels.csv
@@ -53,10 +55,13 @@ def confusion(truth: np.ndarray, predicted: np.ndarray, n: int) -> np.ndarray:
     return matrix
 
 
-def evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float, names: list[str]) -> dict:
-    """All figures for one preprocessing from (N, C) probabilities and labels (-1 = OOD). Pure."""
+def evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float, names: list[str],
+             inputs: np.ndarray) -> dict:
+    """All figures for one preprocessing from (N, C) probabilities, labels (-1 = OOD)
+    and the (N, H, W) model inputs. Pure."""
+    from edge_runtime.classifier import blank
     predicted, top = probabilities.argmax(1), probabilities.max(1)
-    unknown = top < threshold
+    unknown = (top < threshold) | blank(inputs)  # as the runtime reports them
     known = labels != OOD
     truth, pred = labels[known], predicted[known]
     per_class = {}
@@ -144,7 +149,7 @@ def golden_picks(labels: np.ndarray, predicted: np.ndarray, per_class: int = 2) 
 def write_golden(out: Path, model: Path, paths, labels, inputs, predicted, photos_dir: Path) -> None:
     """The golden file tests/test_real_photos.py checks: inputs made by photo_to_input and
     the labels the model (identified by its FlatBuffer's SHA-256) gave them."""
-    from edge_runtime import atomic, metadata
+    from edge_runtime import metadata
     picks = golden_picks(labels, predicted)
     record = {"model_flatbuffer_sha256": metadata.sha256(metadata.flatbuffer_part(model.read_bytes())),
               "photos": [{"file": str(paths[i].relative_to(photos_dir)), "label": int(predicted[i])} for i in picks]}
@@ -196,7 +201,7 @@ def main(argv=None) -> int:
             probabilities = classifier.predict(inputs)
             if name == "photo_to_input" and args.write_golden:
                 write_golden(args.write_golden, args.model, paths, labels, inputs, probabilities.argmax(1), args.photos_dir)
-            results[name] = evaluate(probabilities, labels, args.threshold, classifier.labels)
+            results[name] = evaluate(probabilities, labels, args.threshold, classifier.labels, inputs)
             results[name]["predictions"] = [
                 {"file": str(p.relative_to(args.photos_dir)), "label": int(t), "predicted": int(q.argmax()),
                  "score": round(float(q.max()), 4)} for p, t, q in zip(paths, labels, probabilities)]
@@ -209,8 +214,8 @@ def main(argv=None) -> int:
               "labels": classifier.labels, "in_distribution": int((labels != OOD).sum()),
               "out_of_distribution": int((labels == OOD).sum()), "results": results}
     text = markdown(report)
-    (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "results.md").write_text(text)
+    atomic.write_text(args.out / "results.json", json.dumps(report, indent=2) + "\n")
+    atomic.write_text(args.out / "results.md", text)
     print(text)
     print(f"wrote {args.out}/results.json, results.md and inputs_*.png", file=sys.stderr)
     return 0
