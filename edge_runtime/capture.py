@@ -115,8 +115,13 @@ def open_capture(spec: SourceSpec) -> Capture:
     import cv2
 
     if spec.kind == "file":
-        if not Path(spec.target).is_file():
+        path = Path(spec.target)
+        if path.is_dir():
+            raise CameraError(f"{spec.name} is a directory; give a video file in it")
+        if not path.is_file():
             raise CameraError(f"{spec.name} not found; check the path (a camera is --camera 0)")
+        if path.stat().st_size == 0:
+            raise CameraError(f"{spec.name} is empty (0 bytes); was it copied completely?")
         cap = cv2.VideoCapture(str(spec.target))
         if not cap.isOpened():
             raise CameraError(f"can't decode {spec.name}: OpenCV has no decoder for it; "

@@ -211,6 +211,11 @@ def test_missing_and_undecodable_files(tmp_path):
     junk.write_bytes(b"not a video at all" * 100)
     with pytest.raises(CameraError, match="can't decode"):
         capture.open_capture(SourceSpec("file", str(junk)))
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(CameraError, match=r"empty.mp4 is empty \(0 bytes\)"):
+        capture.open_capture(SourceSpec("file", str(tmp_path / "empty.mp4")))
+    with pytest.raises(CameraError, match="is a directory; give a video file in it"):
+        capture.open_capture(SourceSpec("file", str(tmp_path)))
 
 
 def test_a_video_file_without_decodable_frames_is_a_camera_error(tmp_path):

@@ -36,6 +36,8 @@ def meta_of(model_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ModelError, match="not found; run `make train convert` or pass --model"):
         Classifier(tmp_path / "nope.tflite")
+    with pytest.raises(ModelError, match="is a directory; pass the .tflite file"):
+        Classifier(tmp_path)
 
 
 def test_random_bytes(tmp_path, tiny_int8_model):
