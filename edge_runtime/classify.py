@@ -96,6 +96,9 @@ def human_line(name: str, result, width: int = 0) -> str:
     best guess is still visible.
     """
     others = result.top_k if result.is_unknown else result.top_k[1:]
+    # A newline or terminal escape code in a file name would break the one-line-per-file
+    # output or the terminal: such characters are shown escaped, as repr() writes them.
+    name = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
     line = f"{name:<{width}}  {result.label} {result.best.score:.2f}"
     if others:
         line += "  (" + ", ".join(f"{p.label} {p.score:.2f}" for p in others) + ")"

@@ -290,6 +290,7 @@ def test_human_line_format():
     result.threshold = 0.98
     assert human_line("photo.jpg", result, 12) == \
         "photo.jpg     unknown 0.97  (Sneaker 0.97, Sandal 0.02, Ankle boot 0.01)"
+    assert human_line("a\nb\x1b[2J.jpg", result).startswith("a\\nb\\x1b[2J.jpg  unknown")  # one line, no escape code
 
 
 def test_an_image_where_nothing_stands_out_is_unknown_at_any_threshold(tiny_int8_model, tmp_path, capsys):
