@@ -59,3 +59,13 @@ def test_compare_refuses_a_bad_epoch_budget_before_training(model_epochs, tmp_pa
                       "--bench_dir", str(tmp_path / "bench")])
     assert exit_info.value.code == 2 and "--model_epochs" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_rules_are_read_from_the_rows_and_say_when_kept_rows_differ():
+    from dataclasses import asdict
+    same = [{"config": asdict(TrainConfig(model=m, epochs=30, patience=8))} for m in ("mlp", "cnn")]
+    assert compare.rules(same).startswith("Same split, augmentation and schedule for every model; "
+                                          "30 epochs max for every model, patience 8.")
+    kept = same + [{"config": asdict(TrainConfig(model="edge", epochs=50, patience=8, label_smoothing=0.0))}]
+    text = compare.rules(kept)
+    assert "epoch budgets mlp 30, cnn 30, edge 50" in text and "different label_smoothing" in text
