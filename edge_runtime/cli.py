@@ -46,16 +46,8 @@ def default_model_path() -> Path:
     return beside if beside.is_file() else here
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of 1 or more."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be 1 or more")
-    return value
-
-
-def count(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least `minimum`."""
+def count(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum` (and at most `maximum`)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -63,21 +55,18 @@ def count(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
     return parse
 
 
+positive_int = count(1)
+
 # More than the cores of any device this runs on. The interpreter does not
 # check: 0 fails as "not a loadable model" and 100000 crashes the process.
 MAX_THREADS = 256
-
-
-def thread_count(text: str) -> int:
-    """argparse type: interpreter threads, 1 to MAX_THREADS."""
-    value = positive_int(text)
-    if value > MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"{text}: must be at most {MAX_THREADS}")
-    return value
+thread_count = count(1, MAX_THREADS)  # interpreter threads
 
 
 def probability(text: str) -> float:

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from edge_runtime import atomic
 from edge_runtime import bench as rt
+from edge_runtime.cli import count
 from edge_runtime.errors import EdgeError, ModelError, UsageError
 from edge_runtime.metadata import sha256
 
@@ -466,12 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default=",".join(VARIANTS), help="TFLite variants to benchmark")
     p.add_argument("--keras_ways", default=",".join(KERAS_WAYS), help="Keras calls to benchmark, or 'none'")
     p.add_argument("--threads", type=rt.thread_list, default="1,2", help="thread counts, comma-separated")
-    p.add_argument("--batch_size", type=rt.count(1), default=256, help="batch size for throughput")
+    p.add_argument("--batch_size", type=count(1), default=256, help="batch size for throughput")
     rt.add_iteration_arguments(p)
-    p.add_argument("--keras_runs", type=rt.count(1), default=argparse.SUPPRESS,
+    p.add_argument("--keras_runs", type=count(1), default=argparse.SUPPRESS,
                    help=f"timed single-image Keras calls per way (default: {KERAS_ITERATIONS['keras_runs'][0]}; "
                         f"{KERAS_ITERATIONS['keras_runs'][1]} with --quick)")
-    p.add_argument("--keras_frame_runs", type=rt.count(1), default=argparse.SUPPRESS,
+    p.add_argument("--keras_frame_runs", type=count(1), default=argparse.SUPPRESS,
                    help=f"timed Keras camera frames per way (default: {KERAS_ITERATIONS['keras_frame_runs'][0]}; "
                         f"{KERAS_ITERATIONS['keras_frame_runs'][1]} with --quick)")
     p.add_argument("--data_dir", default=None, help="Fashion-MNIST directory (default: see README)")
