@@ -7,10 +7,9 @@ import argparse
 import os
 import sys
 
+from edge_runtime.cli import interruptible
 from edge_runtime.errors import EdgeError
 from train.config import add_config_arguments, config_from_args
-
-from .pipeline import ConvertConfig
 
 NEXT_STEPS = """
 next:
@@ -21,7 +20,12 @@ next:
 """
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
+    # Imported here, not at the top: numpy then loads once Ctrl-C is handled (and
+    # TensorFlow only inside run(), after the arguments are known to be good).
+    from .pipeline import ConvertConfig, model_filename, run
+
     parser = argparse.ArgumentParser(prog="python -m convert", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     add_config_arguments(parser, ConvertConfig)
@@ -32,15 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from . import pipeline
     try:
-        pipeline.run(config)
+        run(config)
     except EdgeError as e:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    print(f"deployed {config.out_dir}/{pipeline.model_filename('int8')} "
+    print(f"deployed {config.out_dir}/{model_filename('int8')} "
           f"(report: {config.out_dir}/conversion_report.md)")
     print(NEXT_STEPS)
     return 0

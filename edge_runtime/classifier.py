@@ -19,7 +19,7 @@ import numpy as np
 
 from .contract import CONTRACT
 from .errors import ModelError
-from .interpreter import find_interpreter
+from .interpreter import find_interpreter, open_interpreter
 from .metadata import read_metadata
 
 UNKNOWN = "unknown"
@@ -130,9 +130,7 @@ class Classifier:
         self.batch_size = batch_size
         self.backend = find_interpreter()  # which interpreter package runs the model
         try:
-            self._interpreter = self.backend.factory(model_path=str(self.model_path),
-                                                                 num_threads=num_threads)
-            self._interpreter.allocate_tensors()
+            self._interpreter = open_interpreter(self.backend, str(self.model_path), num_threads)
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{self.model_path}: not a loadable TFLite model ({str(e).splitlines()[0]})") from e
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()

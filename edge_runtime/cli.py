@@ -9,8 +9,10 @@ codes, and keeps tracebacks for `--debug`.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Callable
@@ -28,6 +30,7 @@ COMMANDS = {
 }
 
 MODEL_ENV_VAR = "EDGE_MODEL"
+INTERRUPTED = 130  # exit status for Ctrl-C: 128 + SIGINT, what shells report
 MODEL_FILENAME = "fashion_mnist_int8.tflite"
 
 
@@ -99,6 +102,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def interruptible(main: Callable[..., int]) -> Callable[..., int]:
+    """Decorate a command's main(): Ctrl-C at any point ends it with status 130, no traceback.
+
+    Catching KeyboardInterrupt is not enough on its own: one that arrives while
+    a C extension is importing (numpy, OpenCV, TensorFlow: the first seconds
+    of every run) can come out as an ImportError instead. So a handler notes
+    that Ctrl-C was pressed, and such an ImportError counts as the interrupt.
+    Commands still see KeyboardInterrupt and can clean up as before.
+    """
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        pressed = False
+
+        def on_sigint(signum, frame):
+            nonlocal pressed
+            pressed = True
+            raise KeyboardInterrupt
+
+        previous = None
+        try:
+            # SIG_IGN (started by nohup or as a background job) stays ignored, as Python leaves it.
+            if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+                previous = signal.signal(signal.SIGINT, on_sigint)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        try:
+            return main(*args, **kwargs)
+        except KeyboardInterrupt:
+            return INTERRUPTED
+        except ImportError:
+            if pressed:
+                return INTERRUPTED
+            raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+    return wrapper
+
+
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # `edge-classify photo.jpg` is shorthand for `classify photo.jpg`.
@@ -112,8 +155,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        return 130
 
 
 if __name__ == "__main__":

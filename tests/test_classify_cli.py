@@ -74,6 +74,9 @@ def test_human_output_one_line_per_image(tiny_int8_model, photos):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 2
+    # Nothing on stderr for a run that went well: not even the interpreter's
+    # "Created TensorFlow Lite XNNPACK delegate" notice.
+    assert r.stderr == ""
     for line, name in zip(lines, ["a.png", "b.jpg"]):
         path, rest = line.split("  ", 1)
         assert path.strip().endswith(name)

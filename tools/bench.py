@@ -41,7 +41,7 @@ from pathlib import Path
 
 from edge_runtime import atomic
 from edge_runtime import bench as rt
-from edge_runtime.cli import count
+from edge_runtime.cli import count, interruptible
 from edge_runtime.errors import EdgeError, ModelError, UsageError
 from edge_runtime.metadata import sha256
 
@@ -577,6 +577,7 @@ def run(args, argv: list[str]) -> dict:
     return results
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))  # `python tools/pi_bundle.py` works too
 
 from edge_runtime import atomic  # noqa: E402
 from edge_runtime.errors import EdgeError, ModelError  # noqa: E402
-from edge_runtime.cli import MODEL_FILENAME  # noqa: E402
+from edge_runtime.cli import MODEL_FILENAME, interruptible  # noqa: E402
 from edge_runtime.metadata import read_metadata, sha256, sidecar_path  # noqa: E402
 
 PREFIX = "fashion-edge-pi"
@@ -103,6 +103,7 @@ def build(model: Path = DEFAULT_MODEL, output: Path = DEFAULT_OUTPUT, root: Path
     return output
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.pi_bundle", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)

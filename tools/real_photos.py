@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime import atomic
+from edge_runtime.cli import interruptible
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = ROOT.parent / "shared" / "real-photos"
@@ -174,6 +175,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@interruptible
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not (args.photos_dir / "labels.csv").is_file():

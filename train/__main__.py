@@ -6,11 +6,13 @@ import argparse
 import os
 import sys
 
+from edge_runtime.cli import interruptible
 from edge_runtime.errors import EdgeError
 
 from .config import add_config_arguments, config_from_args
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="start from a config JSON (e.g. a run's config.json or make tune's best)")

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from edge_runtime import atomic
+from edge_runtime.cli import interruptible
 
 from .config import TrainConfig, add_config_arguments, config_from_args
 
@@ -65,6 +66,7 @@ def plot(rows: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo models (default: %(default)s)")

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from edge_runtime import atomic, dataset
+from edge_runtime.cli import interruptible
 
 from .config import add_config_arguments, config_from_args
 
@@ -27,6 +28,7 @@ from .config import add_config_arguments, config_from_args
 SEARCH_SPACE = {"width": [16, 20, 24, 28, 32], "dropout": (0.1, 0.5), "learning_rate": (1e-3, 1e-2)}
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.tune", description=__doc__.splitlines()[0])
     parser.add_argument("--max_epochs", type=int, default=4, help="Hyperband's most epochs for one trial (default: %(default)s)")

@@ -1,0 +1,99 @@
+"""What a user sees around the real work: Ctrl-C at any moment ends a command
+with status 130 and no traceback, and the interpreter's delegate notice is
+kept off stderr while everything else on it still gets through."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.cli import INTERRUPTED, interruptible
+from edge_runtime.interpreter import DELEGATE_NOTICE, _stderr_without
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- interruptible, in this process ----------------------------------------------------------
+def test_ctrl_c_in_the_command_is_status_130():
+    @interruptible
+    def main():
+        raise KeyboardInterrupt
+
+    assert main() == INTERRUPTED == 130
+
+
+def test_ctrl_c_that_surfaces_as_an_import_error_is_status_130():
+    """A SIGINT inside a C extension's import can come out as ImportError (numpy does this)."""
+    @interruptible
+    def main():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs here and raises KeyboardInterrupt...
+        except KeyboardInterrupt:
+            pass
+        raise ImportError("PyCapsule_Import could not import module \"datetime\"")  # ...that became this
+
+    assert main() == INTERRUPTED
+
+
+def test_an_import_error_without_ctrl_c_is_not_hidden():
+    @interruptible
+    def main():
+        raise ImportError("no module named cv2")
+
+    with pytest.raises(ImportError, match="cv2"):
+        main()
+
+
+def test_the_previous_sigint_handler_is_restored():
+    before = signal.getsignal(signal.SIGINT)
+    assert interruptible(lambda: 7)() == 7
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_the_cli_is_in_place_before_numpy_loads():
+    """`python -m edge_runtime` installs its handler in main(); numpy must not load before it."""
+    code = "import sys, edge_runtime, edge_runtime.cli; print('numpy' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert r.stdout.strip() == "False", r.stderr
+
+
+# -- as a user runs it: Ctrl-C while TensorFlow is still loading -----------------------------
+def interrupted_after(seconds: float, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # A pytest run started in the background inherits SIGINT ignored; a user's terminal has it on.
+    process = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env, cwd=ROOT,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(seconds)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@pytest.mark.parametrize("command", ["train", "convert"])
+def test_ctrl_c_while_loading_is_quiet(command, tiny_run, tmp_path):
+    # 1 s: past Python's own start-up, well before TensorFlow has loaded (2-3 s here).
+    args = {"train": ["train", "--epochs", "1", "--train_limit", "500", "--out_dir", str(tmp_path / "runs")],
+            "convert": ["convert", "--run_dir", str(tiny_run), "--out_dir", str(tmp_path / "models")]}[command]
+    r = interrupted_after(1.0, *args)
+    assert r.returncode == INTERRUPTED, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    assert not list(tmp_path.rglob("*.keras")) and not list(tmp_path.rglob("*.tflite"))  # nothing left half-made
+
+
+# -- the delegate notice -----------------------------------------------------------------------
+def test_only_the_delegate_notice_is_dropped_from_stderr(capfd):
+    with _stderr_without(DELEGATE_NOTICE):
+        os.write(2, b"ERROR: something the user must see\n" + DELEGATE_NOTICE + b"\nlast line, no newline")
+    err = capfd.readouterr().err
+    assert err == "ERROR: something the user must see\nlast line, no newline"
+    os.write(2, DELEGATE_NOTICE + b"\n")  # and fd 2 is the real stderr again afterwards
+    assert capfd.readouterr().err == DELEGATE_NOTICE.decode() + "\n"
