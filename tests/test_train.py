@@ -154,6 +154,19 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     assert [h["epoch"] for h in history] == [1, 2]
 
 
+def test_minutes_left_uses_the_median_epoch():
+    assert trainer.minutes_left([30.0, 90.0, 30.0], epochs_done=3, epochs=5) == 1.0  # 2 epochs x 30 s
+    assert trainer.minutes_left([30.0], epochs_done=5, epochs=5) == 0.0
+
+
+def test_epoch_lines_say_how_long_is_left(tmp_path, capsys):
+    config = TrainConfig(model="mlp", epochs=2, train_limit=1000, val_size=500, out_dir=str(tmp_path), name="eta")
+    trainer.run(config, make_reports=False, publish=False)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2 and all(" min, " in line and " left" in line for line in lines)
+    assert lines[-1].split(" min, ")[1].startswith(" 0.0 left")
+
+
 def test_refuses_to_overwrite_a_finished_run(tiny_run):
     config = TrainConfig.from_dict(json.loads((tiny_run / "config.json").read_text()))
     with pytest.raises(FileExistsError, match="already holds a trained model"):

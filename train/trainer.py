@@ -111,6 +111,13 @@ def _batches_class():
 
 
 # -- callbacks ---------------------------------------------------------------
+def minutes_left(epoch_seconds: list[float], epochs_done: int, epochs: int) -> float:
+    """Minutes until the last epoch at the median epoch time so far (the median, because
+    an epoch now and then takes twice as long on a shared machine). Early stopping may
+    end the run sooner."""
+    return float(np.median(epoch_seconds)) * (epochs - epochs_done) / 60 if epoch_seconds else 0.0
+
+
 def _callbacks(run_dir: Path, config: TrainConfig, start_time: float, best_so_far: float):
     import keras
 
@@ -134,9 +141,11 @@ def _callbacks(run_dir: Path, config: TrainConfig, start_time: float, best_so_fa
             lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             val_acc = logs.get("val_accuracy", 0.0)
             improved = val_acc > self.best
+            minutes_so_far = (time.time() - start_time) / 60
+            left = minutes_left(self.epoch_seconds, epoch + 1, config.epochs)
             print(f"epoch {epoch + 1:3d}/{config.epochs}  loss {logs.get('loss', 0):.4f}  acc {logs.get('accuracy', 0):.4f}"
                   f"  val_loss {logs.get('val_loss', 0):.4f}  val_acc {val_acc:.4f}  lr {lr:.2e}  {seconds:5.1f}s"
-                  + ("  *best" if improved else ""), flush=True)
+                  f"  {minutes_so_far:5.1f} min, {left:4.1f} left" + ("  *best" if improved else ""), flush=True)
             _append_history(run_dir, epoch, logs, lr, seconds)
             if improved:
                 self.best, self.wait = val_acc, 0
