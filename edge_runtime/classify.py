@@ -136,10 +136,11 @@ def error_record(name: str, kind: str, message: str) -> dict:
 
 # -- the command ----------------------------------------------------------------------
 
-def classify_file(classifier, path: str, preprocess, k: int):
-    """Read one file and classify it -> Result. Raises ImageError for unreadable files."""
+def classify_file(classifier, path: str, preprocess, k: int, warn=None):
+    """Read one file and classify it -> Result. Raises ImageError for unreadable files;
+    `warn` gets the decoder's complaints about a damaged file that still decoded."""
     from .imageio import read_image
-    return classifier.classify_input(preprocess(read_image(path), classifier.input_size), k)
+    return classifier.classify_input(preprocess(read_image(path, warn=warn), classifier.input_size), k)
 
 
 def run(args) -> int:
@@ -182,8 +183,9 @@ def classify_all(classifier, files: list[str], preprocess, args) -> int:
     taken: set[str] = set()
     for path in files:
         name = display_path(path)
+        warnings: list[str] = []  # e.g. "photo.jpg: Corrupt JPEG data: premature end of data segment"
         try:
-            result = classify_file(classifier, path, preprocess, args.top_k)
+            result = classify_file(classifier, path, preprocess, args.top_k, warn=warnings.append)
             saved = save_input(args.save_input, name, result.model_input, taken) if args.save_input else None
         except (EdgeError, OSError) as e:  # unreadable image, or --save_input can't write
             failed += 1
@@ -192,10 +194,14 @@ def classify_all(classifier, files: list[str], preprocess, args) -> int:
             if args.json:
                 print(json.dumps(error_record(name, type(e).__name__, message)), flush=True)
             continue
+        for warning in warnings:  # classified all the same: the picture may be partly garbage
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
         if args.json:
             record = {"path": name, **result.to_dict(), "unknown": result.is_unknown}
             if saved is not None:
                 record["model_input"] = str(saved)
+            if warnings:
+                record["warnings"] = warnings
             print(json.dumps(record), flush=True)
         else:
             print(human_line(name, result, width), flush=True)

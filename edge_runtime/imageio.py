@@ -27,10 +27,12 @@ import contextlib
 import os
 import stat
 import struct
+from typing import Callable
 
 import cv2
 import numpy as np
 
+from . import native_stderr
 from .errors import ImageError
 
 DEFAULT_MAX_PIXELS = 50_000_000  # a 50-megapixel photo decodes to 150 MB of BGR
@@ -265,8 +267,14 @@ def _quiet_opencv():
         logging.setLogLevel(level)
 
 
-def decode(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Encoded image bytes -> uint8 gray (H, W), BGR (H, W, 3) or BGRA (H, W, 4)."""
+def decode(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS,
+           warn: Callable[[str], None] | None = None) -> np.ndarray:
+    """Encoded image bytes -> uint8 gray (H, W), BGR (H, W, 3) or BGRA (H, W, 4).
+
+    A damaged JPEG can still decode (to grey blocks or smears) with libjpeg
+    printing "Corrupt JPEG data: ..." on stderr, naming no file. Those lines
+    go to `warn` as "<name>: <line>"; without `warn` they are passed on as is.
+    """
     not_decodable = f"{name}: not a decodable image (truncated or not {SUPPORTED})"
     try:
         fmt, size = header_size(data)
@@ -283,23 +291,29 @@ def decode(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXEL
     # UNCHANGED keeps the alpha channel.
     flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH if fmt == "jpeg" else cv2.IMREAD_UNCHANGED
     try:
-        with _quiet_opencv():  # our message replaces OpenCV's log lines about bad data
+        # Our messages replace OpenCV's log lines about bad data; libjpeg's warnings are kept.
+        with _quiet_opencv(), native_stderr.captured() as decoder_lines:
             image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error:
         image = None
     if image is None or image.size == 0:
         raise ImageError(not_decodable)
+    if warn is None:
+        native_stderr.write(decoder_lines)
+    else:
+        for line in filter(str.strip, decoder_lines):
+            warn(f"{name}: {line.strip()}")
     check_pixels(name, image.shape[1], image.shape[0], max_pixels)  # formats whose header we don't parse
     return to_uint8(image, name)
 
 
-def read_image(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_image(path, max_pixels: int = DEFAULT_MAX_PIXELS, warn: Callable[[str], None] | None = None) -> np.ndarray:
     """Read an image file -> uint8 gray (H, W), BGR (H, W, 3) or BGRA (H, W, 4).
 
     `path` may be str, bytes or a PathLike, including non-UTF-8 names.
     Raises ImageError with a one-line message for every kind of bad file.
     """
-    return decode(_read_bytes(path), display_path(path), max_pixels)
+    return decode(_read_bytes(path), display_path(path), max_pixels, warn)
 
 
 def is_image_name(path) -> bool:

@@ -9,16 +9,13 @@ Order of preference:
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import os
 import platform
 import struct
-import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Callable
 
+from . import native_stderr
 from .errors import InterpreterError
 
 # (package shown to users, module to import, attribute holding the Interpreter class)
@@ -130,40 +127,17 @@ def find_interpreter(allow_tensorflow: bool = True) -> InterpreterChoice:
 # LiteRT's C++ core writes this to file descriptor 2 the first time a model's
 # tensors are allocated, on every run; there is no Python switch for it
 # (google-ai-edge/LiteRT#7420). It says nothing a user can act on.
-DELEGATE_NOTICE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
-
-
-@contextlib.contextmanager
-def _stderr_without(line: bytes):
-    """Drop `line` from what C++ code writes to fd 2 meanwhile; pass on everything else.
-
-    sys.stderr can't filter it: the native library writes to the file
-    descriptor directly. So fd 2 points at a temporary file for the duration,
-    and the kept lines are written to the real stderr afterwards.
-    """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (AttributeError, OSError, ValueError):  # no stderr at all: nothing to filter
-        yield
-        return
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            kept = [text for text in captured.read().splitlines(keepends=True) if text.rstrip() != line]
-            if kept:
-                os.write(2, b"".join(kept))
+DELEGATE_NOTICE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
 
 
 def open_interpreter(choice: InterpreterChoice, model_path: str, num_threads: int):
-    """An interpreter for `model_path` with its tensors allocated, without the delegate notice."""
-    with _stderr_without(DELEGATE_NOTICE):
-        interpreter = choice.factory(model_path=model_path, num_threads=num_threads)
-        interpreter.allocate_tensors()
+    """An interpreter for `model_path` with its tensors allocated. Whatever the
+    interpreter writes to stderr meanwhile is passed on, except DELEGATE_NOTICE."""
+    lines: list[str] = []
+    try:
+        with native_stderr.captured() as lines:
+            interpreter = choice.factory(model_path=model_path, num_threads=num_threads)
+            interpreter.allocate_tensors()
+    finally:  # on failure too: the interpreter's own error lines still reach the user
+        native_stderr.write([line for line in lines if line.strip() != DELEGATE_NOTICE])
     return interpreter

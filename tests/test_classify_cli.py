@@ -100,6 +100,19 @@ def test_bad_files_among_good_ones(tiny_int8_model, photos):
     assert "missing.jpg: no such file" in errors[2]
 
 
+def test_a_damaged_jpeg_is_classified_with_a_warning_naming_it(tiny_int8_model, photos, tmp_path):
+    from test_imageio import jpeg_cut_short_inside
+    damaged = tmp_path / "damaged.jpg"
+    damaged.write_bytes(jpeg_cut_short_inside(garment_photo(5)))
+    r = run_cli("classify", "--json", "--model", str(tiny_int8_model), str(damaged), str(photos / "good" / "a.png"))
+    assert r.returncode == 0, r.stderr
+    records = json_lines(r.stdout)
+    assert [len(rec.get("warnings", [])) for rec in records] == [1, 0]
+    assert "label" in records[0] and "premature end of data segment" in records[0]["warnings"][0]
+    # On stderr the warning names the file; libjpeg's own nameless line is gone.
+    assert r.stderr.splitlines() == [f"warning: {damaged}: Corrupt JPEG data: premature end of data segment"]
+
+
 def test_no_matching_paths_is_a_usage_error(tiny_int8_model, photos):
     r = run_cli("classify", "--model", str(tiny_int8_model), str(photos / "*.gif"), str(photos / "nothing.jpg"))
     check_no_traceback(r.stderr)

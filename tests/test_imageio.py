@@ -101,6 +101,28 @@ def test_damaged_jpeg_structure(tmp_path):
     refuses(write(tmp_path, "bad.jpg", bytes(data)), "damaged JPEG")
 
 
+def jpeg_cut_short_inside(image: np.ndarray) -> bytes:
+    """A JPEG whose compressed data meets an end-of-image marker two thirds of the way
+    through: libjpeg decodes it, fills the rest grey, and warns on stderr."""
+    data = bytearray(encode(".jpg", image))
+    at = len(data) * 2 // 3
+    data[at:at + 2] = b"\xff\xd9"
+    return bytes(data)
+
+
+def test_damaged_jpeg_that_still_decodes_is_reported_with_its_name(tmp_path, capfd):
+    path = write(tmp_path, "damaged.jpg", jpeg_cut_short_inside(photo(120, 160)))
+    warnings: list[str] = []
+    image = read_image(path, warn=warnings.append)
+    assert image.shape == (120, 160, 3)
+    assert warnings == [f"{display_path(path)}: Corrupt JPEG data: premature end of data segment"]
+    assert capfd.readouterr().err == ""  # reported through warn, not printed behind its back
+    read_image(path)  # without warn: libjpeg's line is passed on as it was
+    assert "Corrupt JPEG data" in capfd.readouterr().err
+    read_image(write(tmp_path, "fine.jpg", encode(".jpg", photo())), warn=warnings.append)
+    assert len(warnings) == 1  # a sound file has nothing to say
+
+
 # -- refusing huge images before decoding ---------------------------------------------
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:

@@ -1,0 +1,50 @@
+"""What native libraries write straight to file descriptor 2.
+
+LiteRT's C++ core and the libjpeg inside OpenCV print to fd 2 themselves, so
+sys.stderr can't see or filter it: the interpreter announces its XNNPACK
+delegate on every run, and libjpeg says "Corrupt JPEG data: ..." without
+naming the file. `captured()` points fd 2 at a temporary file for a moment
+and hands back the lines, so the caller can drop the noise and attach the
+rest to the file it belongs to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def captured() -> Iterator[list[str]]:
+    """Collect fd-2 output meanwhile; the yielded list holds its lines once the block ends.
+
+    The caller decides what to pass on: nothing reaches the real stderr by itself.
+    Where there is no usable fd 2, nothing is captured and the list stays empty.
+    """
+    lines: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (AttributeError, OSError, ValueError):  # no stderr at all
+        yield lines
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()  # Python-level writes made meanwhile belong to the capture too
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+
+
+def write(lines: list[str]) -> None:
+    """Pass captured lines on to the real stderr."""
+    if lines:
+        sys.stderr.write("".join(line + "\n" for line in lines))
+        sys.stderr.flush()
