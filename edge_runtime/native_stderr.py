@@ -5,7 +5,9 @@ sys.stderr can't see or filter it: the interpreter announces its XNNPACK
 delegate on every run, and libjpeg says "Corrupt JPEG data: ..." without
 naming the file. `captured()` points fd 2 at a temporary file for a moment
 and hands back the lines, so the caller can drop the noise and attach the
-rest to the file it belongs to.
+rest to the file it belongs to. File descriptors belong to the process, so
+a line another thread writes meanwhile is captured too: use it around short
+calls made while nothing else runs (loading a model, decoding one image).
 """
 
 from __future__ import annotations
