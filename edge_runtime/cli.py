@@ -14,6 +14,7 @@ import importlib
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -102,22 +103,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _in_import_lock_callback(frame) -> bool:
+    """Is Python running importlib's weakref callback that drops a module lock?
+    Imports run it constantly (TensorFlow's thousands of modules), and it runs
+    in a context where exceptions can't propagate."""
+    while frame is not None:
+        if frame.f_code.co_name == "cb" and frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def interruptible(main: Callable[..., int]) -> Callable[..., int]:
     """Decorate a command's main(): Ctrl-C at any point ends it with status 130, no traceback.
 
-    Catching KeyboardInterrupt is not enough on its own: one that arrives while
-    a C extension is importing (numpy, OpenCV, TensorFlow: the first seconds
-    of every run) can come out as an ImportError instead. So a handler notes
-    that Ctrl-C was pressed, and such an ImportError counts as the interrupt.
-    Commands still see KeyboardInterrupt and can clean up as before.
+    Catching KeyboardInterrupt is not enough on its own. While numpy, OpenCV
+    or TensorFlow import (the first seconds of every run) the interrupt can
+    come out as another exception: an ImportError from a C extension, a
+    RuntimeError from a class being built. So a handler notes that Ctrl-C was
+    pressed, and an exception after that counts as the interrupt. Commands
+    still see KeyboardInterrupt and can clean up as before.
     """
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
-        pressed = False
+        pressed = finished = False
+
+        def ask_again():
+            if not finished:
+                os.kill(os.getpid(), signal.SIGINT)
 
         def on_sigint(signum, frame):
             nonlocal pressed
             pressed = True
+            if _in_import_lock_callback(frame):
+                # An exception raised here is printed as "Exception ignored" and
+                # dropped, and the Ctrl-C with it: ask again in a moment instead.
+                threading.Timer(0.01, ask_again).start()
+                return
             raise KeyboardInterrupt
 
         previous = None
@@ -131,11 +153,12 @@ def interruptible(main: Callable[..., int]) -> Callable[..., int]:
             return main(*args, **kwargs)
         except KeyboardInterrupt:
             return INTERRUPTED
-        except ImportError:
-            if pressed:
+        except Exception:
+            if pressed:  # the interrupt, wrapped by the code it hit (ImportError, RuntimeError, ...)
                 return INTERRUPTED
             raise
         finally:
+            finished = True
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
     return wrapper

@@ -29,8 +29,12 @@ def test_ctrl_c_in_the_command_is_status_130():
     assert main() == INTERRUPTED == 130
 
 
-def test_ctrl_c_that_surfaces_as_an_import_error_is_status_130():
-    """A SIGINT inside a C extension's import can come out as ImportError (numpy does this)."""
+@pytest.mark.parametrize("wrapped", [
+    ImportError('PyCapsule_Import could not import module "datetime"'),  # numpy's C extension
+    RuntimeError("Error calling __set_name__ on '_axis_method_wrapper' instance"),  # matplotlib's classes
+])
+def test_ctrl_c_that_surfaces_as_another_exception_is_status_130(wrapped):
+    """A SIGINT in the middle of an import can come out as the exception of the code it hit."""
     @interruptible
     def main():
         try:
@@ -38,9 +42,18 @@ def test_ctrl_c_that_surfaces_as_an_import_error_is_status_130():
             time.sleep(1)  # the handler runs here and raises KeyboardInterrupt...
         except KeyboardInterrupt:
             pass
-        raise ImportError("PyCapsule_Import could not import module \"datetime\"")  # ...that became this
+        raise wrapped  # ...that became this
 
     assert main() == INTERRUPTED
+
+
+def test_import_lock_callbacks_are_recognised():
+    """Ctrl-C landing in importlib's weakref callback would be dropped; the handler must see it."""
+    from edge_runtime.cli import _in_import_lock_callback
+    namespace = {"sys": sys}
+    exec(compile("def cb():\n    return sys._getframe()\n", "<frozen importlib._bootstrap>", "exec"), namespace)
+    assert _in_import_lock_callback(namespace["cb"]())
+    assert not _in_import_lock_callback(sys._getframe())
 
 
 def test_an_import_error_without_ctrl_c_is_not_hidden():
