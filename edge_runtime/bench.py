@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .cli import count, thread_count
+from .cli import MODEL_FILENAME, count, thread_count
 from .errors import EdgeError, UsageError
 from .metadata import sha256
 
@@ -504,7 +504,7 @@ def add_iteration_arguments(parser: argparse.ArgumentParser) -> None:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, action="append", default=argparse.SUPPRESS,
                         help="a .tflite model with metadata, or a directory of them; repeat for several "
-                             "(default: $EDGE_MODEL or models/fashion_mnist_int8.tflite)")
+                             f"(default: $EDGE_MODEL or models/{MODEL_FILENAME})")
     parser.add_argument("--threads", type=thread_list, default="1,2", help="interpreter thread counts, comma-separated")
     parser.add_argument("--batch_size", type=count(1), default=256, help="batch size for the throughput measurement")
     add_iteration_arguments(parser)

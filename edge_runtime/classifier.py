@@ -114,7 +114,8 @@ def require_model_file(path: str | Path) -> Path:
     """`path` as a Path, or the one ModelError every command gives for a missing model."""
     path = Path(path)
     if path.is_dir():
-        raise ModelError(f"model {path} is a directory; pass the .tflite file, e.g. {path / 'fashion_mnist_int8.tflite'}")
+        from .cli import MODEL_FILENAME  # the deployed model's name, defined once
+        raise ModelError(f"model {path} is a directory; pass the .tflite file, e.g. {path / MODEL_FILENAME}")
     if not path.is_file():
         raise ModelError(f"model {path} not found; run `make train convert` or pass --model PATH")
     return path

@@ -199,7 +199,7 @@ def check_model(env: Environment, interpreter_ok: bool) -> Check:
     if not path.is_file():
         return Check("model", FAIL, f"no model at {path}",
                      "pass --model PATH or set EDGE_MODEL, or run from the bundle directory "
-                     "(models/fashion_mnist_int8.tflite); on the workstation: make train convert")
+                     f"(models/{MODEL_FILENAME}); on the workstation: make train convert")
     try:
         meta = read_metadata(path)
     except EdgeError as e:
