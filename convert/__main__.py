@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from edge_runtime.cli import interruptible
+from edge_runtime.cli import exit_with, interruptible
 from edge_runtime.errors import EdgeError
 from train.config import add_config_arguments, config_from_args
 
@@ -50,4 +50,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

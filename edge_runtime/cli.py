@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 from .errors import EdgeError
 
@@ -31,7 +31,7 @@ COMMANDS = {
 }
 
 MODEL_ENV_VAR = "EDGE_MODEL"
-INTERRUPTED = 130  # exit status for Ctrl-C: 128 + SIGINT, what shells report
+INTERRUPTED = 130  # main()'s status for Ctrl-C: 128 + SIGINT, what shells report
 MODEL_FILENAME = "fashion_mnist_int8.tflite"
 
 
@@ -164,6 +164,29 @@ def interruptible(main: Callable[..., int]) -> Callable[..., int]:
     return wrapper
 
 
+def exit_with(status: int) -> NoReturn:
+    """End the process with a command's status, as `sys.exit` does, except
+    that an interrupted command ends killed by SIGINT, as Python ends one
+    that doesn't catch Ctrl-C, only without the traceback.
+
+    A shell shows both as 130, but a shell script's loop stops only for the
+    signal: bash takes a child's exit(130) to mean it handled Ctrl-C itself,
+    and runs the next command. It also keeps the status the same every time:
+    CPython ends with SIGINT anyway once a KeyboardInterrupt has passed
+    through code a C extension ran (TensorFlow's import does, now and then).
+    """
+    if status != INTERRUPTED:
+        sys.exit(status)
+    # Python shuts down as usual (atexit, buffers), then kills itself with SIGINT.
+    sys.excepthook = _quiet_on_interrupt
+    raise KeyboardInterrupt
+
+
+def _quiet_on_interrupt(kind, value, traceback) -> None:
+    if not issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, traceback)
+
+
 @interruptible
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
@@ -180,5 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
 
 
+def console_script() -> NoReturn:
+    """The `edge-classify` entry point."""
+    exit_with(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -1,6 +1,7 @@
 """What a user sees around the real work: Ctrl-C at any moment ends a command
-with status 130 and no traceback, and what native code writes to stderr is
-captured so the noise can be dropped and the rest passed on."""
+with no traceback, killed by SIGINT (status 130 in a shell, so a calling
+script stops too), and what native code writes to stderr is captured so the
+noise can be dropped and the rest passed on."""
 
 from __future__ import annotations
 
@@ -98,9 +99,35 @@ def test_ctrl_c_while_loading_is_quiet(command, tiny_run, tmp_path):
     args = {"train": ["train", "--epochs", "1", "--train_limit", "500", "--out_dir", str(tmp_path / "runs")],
             "convert": ["convert", "--run_dir", str(tiny_run), "--out_dir", str(tmp_path / "models")]}[command]
     r = interrupted_after(1.0, *args)
-    assert r.returncode == INTERRUPTED, r.stderr
+    assert r.returncode == -signal.SIGINT, r.stderr
     assert "Traceback" not in r.stderr, r.stderr
     assert not list(tmp_path.rglob("*.keras")) and not list(tmp_path.rglob("*.tflite"))  # nothing left half-made
+
+
+def test_an_interrupted_command_stops_the_shell_script_that_ran_it(tiny_run, tmp_path):
+    """Ctrl-C in a terminal goes to the whole process group: the script and the command.
+    bash waits for the command, and runs the next line if the command exited (even
+    with 130), taking that to mean it handled Ctrl-C; it stops if it died of SIGINT."""
+    script = '"$0" -m convert --run_dir "$1" --out_dir "$2"; echo next command ran'
+    process = subprocess.Popen(["bash", "-c", script, sys.executable, str(tiny_run), str(tmp_path / "models")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(1.0)  # convert is still importing TensorFlow
+    os.killpg(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert "next command ran" not in stdout, stderr
+    assert process.returncode == -signal.SIGINT
+    assert "Traceback" not in stderr, stderr
+
+
+@pytest.mark.parametrize("status, ends_with", [(0, 0), (3, 3), (INTERRUPTED, -signal.SIGINT)])
+def test_exit_with_passes_statuses_on_and_ends_an_interrupt_by_sigint(status, ends_with):
+    code = f"from edge_runtime.cli import exit_with; exit_with({status})"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert (r.returncode, r.stderr) == (ends_with, "")
 
 
 # -- native stderr ----------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from edge_runtime import atomic
 from edge_runtime import bench as rt
-from edge_runtime.cli import count, interruptible
+from edge_runtime.cli import count, exit_with, interruptible
 from edge_runtime.errors import EdgeError, ModelError, UsageError
 from edge_runtime.metadata import sha256
 
@@ -597,4 +597,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))  # `python tools/pi_bundle.py` works too
 
 from edge_runtime import atomic  # noqa: E402
 from edge_runtime.errors import EdgeError, ModelError  # noqa: E402
-from edge_runtime.cli import MODEL_FILENAME, interruptible  # noqa: E402
+from edge_runtime.cli import MODEL_FILENAME, exit_with, interruptible  # noqa: E402
 from edge_runtime.metadata import read_metadata, sha256, sidecar_path  # noqa: E402
 
 PREFIX = "fashion-edge-pi"
@@ -124,4 +124,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

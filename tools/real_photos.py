@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime import atomic
-from edge_runtime.cli import interruptible
+from edge_runtime.cli import exit_with, interruptible
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = ROOT.parent / "shared" / "real-photos"
@@ -224,4 +224,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

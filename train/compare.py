@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from edge_runtime import atomic
-from edge_runtime.cli import interruptible
+from edge_runtime.cli import exit_with, interruptible
 
 from .config import TrainConfig, add_config_arguments, config_from_args
 
@@ -162,4 +162,4 @@ def _write(bench: Path, rows: list[dict], argv) -> None:
     plot(rows, bench / "compare.png")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from edge_runtime import atomic, dataset
-from edge_runtime.cli import interruptible
+from edge_runtime.cli import exit_with, interruptible
 
 from .config import add_config_arguments, config_from_args
 
@@ -88,4 +88,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())
