@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from .cli import add_model_arguments, default_model_path, positive_int, probability
+from .cli import add_model_arguments, default_model_path, positive_int, printable, probability
 from .errors import EdgeError, UsageError
 
 ENLARGE = 10  # the --save_input copy for people is 10x bigger (280x280 for a 28x28 input)
@@ -96,10 +96,7 @@ def human_line(name: str, result, width: int = 0) -> str:
     best guess is still visible.
     """
     others = result.top_k if result.is_unknown else result.top_k[1:]
-    # A newline or terminal escape code in a file name would break the one-line-per-file
-    # output or the terminal: such characters are shown escaped, as repr() writes them.
-    name = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
-    line = f"{name:<{width}}  {result.label} {result.best.score:.2f}"
+    line = f"{printable(name):<{width}}  {result.label} {result.best.score:.2f}"
     if others:
         line += "  (" + ", ".join(f"{p.label} {p.score:.2f}" for p in others) + ")"
     return line
@@ -166,7 +163,7 @@ def run(args) -> int:
 
     failed = len(unmatched)
     for pattern in unmatched:
-        print(f"error: {display_path(pattern)}: matches no image files", file=sys.stderr)
+        print(f"error: {printable(display_path(pattern))}: matches no image files", file=sys.stderr)
     try:
         failed += classify_all(classifier, files, preprocess, args)
     except BrokenPipeError:  # `classify ... | head`: the reader left; stop quietly
@@ -190,12 +187,12 @@ def classify_all(classifier, files: list[str], preprocess, args) -> int:
         except (EdgeError, OSError) as e:  # unreadable image, or --save_input can't write
             failed += 1
             message = str(e) if isinstance(e, EdgeError) else f"{name}: can't save the model input ({e})"
-            print(f"error: {message}", file=sys.stderr, flush=True)
+            print(f"error: {printable(message)}", file=sys.stderr, flush=True)
             if args.json:
                 print(json.dumps(error_record(name, type(e).__name__, message)), flush=True)
             continue
         for warning in warnings:  # classified all the same: the picture may be partly garbage
-            print(f"warning: {warning}", file=sys.stderr, flush=True)
+            print(f"warning: {printable(warning)}", file=sys.stderr, flush=True)
         if args.json:
             record = {"path": name, **result.to_dict(), "unknown": result.is_unknown}
             if saved is not None:

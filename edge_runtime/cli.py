@@ -50,6 +50,17 @@ def default_model_path() -> Path:
     return beside if beside.is_file() else here
 
 
+def printable(text: str) -> str:
+    """`text` fit for one terminal line. Pure.
+
+    A newline or an escape code in a file name would break the one-line-per-file
+    output or drive the terminal, so such characters are written escaped, as
+    repr() writes them. For people only: --json records keep the name as it is
+    (JSON escapes it itself), so a program gets back the exact path.
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def count(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     """An argparse type: an integer of at least `minimum` (and at most `maximum`)."""
     def parse(text: str) -> int:
@@ -199,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(str(e))}", file=sys.stderr)
         return e.exit_code
 
 

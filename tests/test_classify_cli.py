@@ -309,6 +309,17 @@ def test_human_line_format():
     assert human_line("a\nb\x1b[2J.jpg", result).startswith("a\\nb\\x1b[2J.jpg  unknown")  # one line, no escape code
 
 
+def test_error_lines_escape_control_characters_and_json_keeps_the_exact_name(tiny_int8_model, tmp_path, capsys):
+    bad = tmp_path / "a\nb\x1b[2J.jpg"  # a newline and the escape code that clears the screen
+    bad.write_bytes(b"not a jpeg")
+    status, out, err = main(capsys, "classify", "--model", str(tiny_int8_model), str(bad))
+    assert status == 1 and err.count("\n") == 1 and "\x1b" not in err
+    assert err.startswith("error: ") and "a\\nb\\x1b[2J.jpg" in err
+    _, out, _ = main(capsys, "classify", "--json", "--model", str(tiny_int8_model), str(bad))
+    (record,) = json_lines(out)
+    assert record["path"] == str(bad) and "error" in record
+
+
 def test_an_image_where_nothing_stands_out_is_unknown_at_any_threshold(tiny_int8_model, tmp_path, capsys):
     """A blank wall or a one-colour image becomes an all-black input; whatever the model says
     about that (v4: Sandal 0.64), there is nothing to classify."""
