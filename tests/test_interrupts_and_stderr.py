@@ -30,11 +30,20 @@ def test_ctrl_c_in_the_command_is_status_130():
     assert main() == INTERRUPTED == 130
 
 
+@pytest.fixture
+def sigint_on():
+    """Python's own SIGINT handler, whatever the test run inherited: one started
+    in the background (`make test &`) has SIGINT ignored, which interruptible keeps."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("wrapped", [
     ImportError('PyCapsule_Import could not import module "datetime"'),  # numpy's C extension
     RuntimeError("Error calling __set_name__ on '_axis_method_wrapper' instance"),  # matplotlib's classes
 ])
-def test_ctrl_c_that_surfaces_as_another_exception_is_status_130(wrapped):
+def test_ctrl_c_that_surfaces_as_another_exception_is_status_130(wrapped, sigint_on):
     """A SIGINT in the middle of an import can come out as the exception of the code it hit."""
     @interruptible
     def main():
