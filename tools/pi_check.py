@@ -2,7 +2,7 @@
 
     python tools/pi_check.py run --model M --out host.json [--photos DIR]
     qemu-aarch64-static -cpu cortex-a72 -L ROOTFS ROOTFS/usr/bin/python3.11 \\
-        tools/pi_check.py run --model M --out pi.json --expect-machine aarch64 --forbid-tensorflow
+        tools/pi_check.py run --model M --out pi.json --expect_machine aarch64 --forbid_tensorflow
     python tools/pi_check.py compare host.json pi.json
 
 `run` is the same code on the build machine and under emulation, in one
@@ -652,17 +652,18 @@ def compare(host: dict, pi: dict, out=sys.stdout, strict: bool = False) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="classify the fixed inputs and write raw outputs as JSON")
+    r = sub.add_parser("run", help="classify the fixed inputs and write raw outputs as JSON",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     r.add_argument("--model", required=True)
     r.add_argument("--out", required=True)
     r.add_argument("--count", type=int, default=200, help="how many test images (from the first)")
     r.add_argument("--data_dir", default=None, help="Fashion-MNIST IDX directory (default: the loader's search)")
     r.add_argument("--photos", default=None, help="a directory of real photos to classify too")
-    r.add_argument("--photo-limit", type=int, default=0, help="at most this many of them, evenly spread (0: all)")
-    r.add_argument("--threads", type=int, default=1)
-    r.add_argument("--batch-size", type=int, default=64, help="Classifier's batch size (1: never resize the input)")
-    r.add_argument("--expect-machine", default=None, help="fail unless platform.machine() is this")
-    r.add_argument("--forbid-tensorflow", action="store_true", help="fail if TensorFlow is importable")
+    r.add_argument("--photo_limit", type=int, default=0, help="at most this many of them, evenly spread (0: all)")
+    r.add_argument("--threads", type=int, default=1, help="interpreter threads")
+    r.add_argument("--batch_size", type=int, default=64, help="Classifier's batch size (1: never resize the input)")
+    r.add_argument("--expect_machine", default=None, help="fail unless platform.machine() is this")
+    r.add_argument("--forbid_tensorflow", action="store_true", help="fail if TensorFlow is importable")
     c = sub.add_parser("compare", help="compare the host's and the emulated run's JSON")
     c.add_argument("host")
     c.add_argument("pi")

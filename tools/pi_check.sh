@@ -372,8 +372,8 @@ fi
 OUT=$WORK/out
 rm -rf "$OUT"
 mkdir -p "$OUT"
-RUN_ARGS=(run --model "$MODEL" --count "$COUNT" --data_dir "$DATA_DIR" --batch-size "$BATCH")
-[ -z "$PHOTOS" ] || RUN_ARGS+=(--photos "$PHOTOS" --photo-limit "$PHOTO_LIMIT")
+RUN_ARGS=(run --model "$MODEL" --count "$COUNT" --data_dir "$DATA_DIR" --batch_size "$BATCH")
+[ -z "$PHOTOS" ] || RUN_ARGS+=(--photos "$PHOTOS" --photo_limit "$PHOTO_LIMIT")
 
 say "host ($(uname -m)): classifying $COUNT test images$([ -z "$PHOTOS" ] || echo " and the photos in $PHOTOS") with $(basename "$MODEL")"
 PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} TF_CPP_MIN_LOG_LEVEL=2 \
@@ -390,7 +390,7 @@ env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 TMPDIR=/tmp PYTHONNOUSERSITE=1
     PYTHONPATH="$RUNTIME:$SITE" \
     "$QEMU" -cpu "$CPU" -L "$ROOTFS" "$ROOTFS/usr/bin/python$PYVER" \
     "$ROOT/tools/pi_check.py" "${RUN_ARGS[@]}" --out "$OUT/pi.json" \
-    --expect-machine "$ARCH" --forbid-tensorflow 2>"$OUT/pi.log" \
+    --expect_machine "$ARCH" --forbid_tensorflow 2>"$OUT/pi.log" \
     || { cat "$OUT/pi.log" >&2; die "the emulated run failed"; }
 say "emulated run took $((SECONDS - T_PI))s"
 echo
