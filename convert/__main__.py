@@ -4,7 +4,6 @@ accuracy on the test set, and deploy the int8 model if it passes the gate."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from edge_runtime.cli import exit_with, interruptible
@@ -35,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         config.variant_list()
     except ValueError as e:
         parser.error(str(e))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from train.tensorflow_import import import_tensorflow
+    import_tensorflow()
     try:
         run(config)
     except EdgeError as e:

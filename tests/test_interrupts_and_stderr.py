@@ -165,3 +165,29 @@ def test_what_else_the_interpreter_writes_gets_through_even_when_it_fails(capfd)
     with pytest.raises(RuntimeError):
         open_interpreter(InterpreterChoice("test", "0", failing_interpreter), "model.tflite", 1)
     assert capfd.readouterr().err == "ERROR: Didn't find op for builtin opcode 'FOO'\n"
+
+
+def test_tensorflow_loads_without_its_startup_notices():
+    """What every TensorFlow start printed (twice) before the first line of `make train`."""
+    code = ("import sys; from train.tensorflow_import import import_tensorflow; "
+            "tf = import_tensorflow(); import keras; print(tf.__version__)")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       env={**env, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() and r.stderr == "", r.stderr
+
+
+def test_only_the_known_tensorflow_notices_are_dropped():
+    from train.tensorflow_import import is_startup_notice
+    notices = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 00:00:1795398217.319407   28800 port.cc:153] oneDNN custom operations are on. You may see "
+        "slightly different numerical results due to floating-point round-off errors.",
+        "I0000 00:00:1795398276.838915   28902 cpu_feature_guard.cc:227] This TensorFlow binary is optimized "
+        "to use available CPU instructions in performance-critical operations.",
+        "To enable the following instructions: AVX2 AVX512F AVX512_VNNI AVX512_BF16 FMA, in other operations, "
+        "rebuild TensorFlow with the appropriate compiler flags.",
+    ]
+    assert all(map(is_startup_notice, notices))
+    assert not is_startup_notice("E0000 00:00:1795398217.3 cuda_dnn.cc:8310] Unable to register cuDNN factory")
+    assert not is_startup_notice("ImportError: libtensorflow_framework.so.2: cannot open shared object file")

@@ -52,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(ways) - set(WAYS)
     if unknown:
         raise SystemExit(f"unknown ways: {', '.join(sorted(unknown))}; choose from {', '.join(WAYS)}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
-    import tensorflow as tf
+
+    from train.tensorflow_import import import_tensorflow
+    tf = import_tensorflow()
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     import keras

@@ -479,7 +479,7 @@ def _compare_photos(items_a, items_b, scale, one_step_ok, strict, say, failures,
     output; a 28x28 input that came out differently must still give the same label."""
     by_key = {(it["kind"], it["name"]): it for it in items_b}
     counts = {"identical": 0, "one step": 0, "same label": 0, "near-tie": 0}
-    large, shown, n_fail = [], 0, 0
+    large, shown = [], 0
     for ia in items_a:
         key = (ia["kind"], ia["name"])
         ib = by_key.pop(key, None)

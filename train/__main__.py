@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from edge_runtime.cli import exit_with, interruptible
@@ -27,8 +26,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--resume needs --name of the run to continue")
     except (ValueError, OSError) as e:
         parser.error(str(e))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from . import trainer  # TensorFlow loads here, after the arguments are known to be good
+    # TensorFlow loads here, after the arguments are known to be good.
+    from .tensorflow_import import import_tensorflow
+    import_tensorflow()
+    from . import trainer
     try:
         trainer.run(config, resume=args.resume, make_reports=not args.no_reports)
     except (EdgeError, FileNotFoundError, FileExistsError, ValueError) as e:

@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     def config_for(model: str, name: str | None = None) -> TrainConfig:
         return dataclasses.replace(base, model=model, epochs=model_epochs.get(model, base.epochs), name=name)
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .tensorflow_import import import_tensorflow
+    import_tensorflow()
     from convert.pipeline import ConvertConfig, run as convert_run
 
     from . import trainer

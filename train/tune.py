@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     if base.train_limit is None and not args.big:
         base.train_limit = 12000
     max_epochs, iterations = (15, 2) if args.big else (args.max_epochs, args.hyperband_iterations)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .tensorflow_import import import_tensorflow
+    import_tensorflow()
     try:
         import keras_tuner
     except ImportError:
