@@ -110,3 +110,12 @@ def test_calibration_sample_is_stratified_training_data(fashion):
     assert sample.shape == (300, 28, 28)
     train_set = {img.tobytes() for img in fashion.train_images}
     assert all(img.tobytes() in train_set for img in sample)
+
+
+def test_int8_conversion_prints_nothing_on_stderr(keras_model, fashion, capfd):
+    """The int8 quantizer writes its settings to fd 2 on every conversion
+    ("fully_quantize: 0, inference_type: 6, ..."); convert's output drops them."""
+    calibration = export.stratified_sample(fashion.train_images, fashion.train_labels, 50, seed=0)
+    capfd.readouterr()
+    assert export.convert(keras_model, "int8", calibration)[4:8] == b"TFL3"  # a FlatBuffer with TFLite's identifier
+    assert capfd.readouterr().err == ""
