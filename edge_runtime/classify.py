@@ -137,7 +137,9 @@ def classify_file(classifier, path: str, preprocess, k: int, warn=None):
     """Read one file and classify it -> Result. Raises ImageError for unreadable files;
     `warn` gets the decoder's complaints about a damaged file that still decoded."""
     from .imageio import read_image
-    return classifier.classify_input(preprocess(read_image(path, warn=warn), classifier.input_size), k)
+    from .photo import WORK_SIDE  # both preprocessings shrink to at most this: a large JPEG decodes smaller
+    image = read_image(path, warn=warn, working_side=WORK_SIDE)
+    return classifier.classify_input(preprocess(image, classifier.input_size), k)
 
 
 def run(args) -> int:

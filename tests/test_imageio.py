@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import ImageError
-from edge_runtime.imageio import decode, display_path, header_size, read_image
+from edge_runtime.imageio import decode, display_path, header_size, jpeg_scale, read_image
 
 
 def encode(ext: str, image: np.ndarray, params=()) -> bytes:
@@ -227,6 +227,44 @@ def test_jpeg_exif_orientation_is_applied(tmp_path):
     out = read_image(write(tmp_path, "phone.jpg", data))
     assert out.shape == (80, 40, 3)  # portrait, as the phone showed it
     assert out[:20].mean() > 200 and out[30:].mean() < 50  # the band is now at the top
+
+
+# -- large JPEGs decode at a reduced scale when the caller shrinks them anyway -------------
+
+def test_jpeg_scale_keeps_the_longest_side_at_least_4x_the_working_size():
+    assert [jpeg_scale(w, h, 128) for w, h in [(4000, 3000), (8000, 6000), (1024, 768), (1023, 768),
+                                               (640, 480), (534, 400)]] == [4, 8, 2, 1, 1, 1]
+    assert jpeg_scale(4000, 3000, None) == 1  # no working size: always in full
+
+
+def test_large_jpeg_decodes_reduced_in_colour_or_gray_and_upright():
+    image = np.zeros((1600, 2400, 3), np.uint8)
+    image[:, :800] = (0, 0, 255)  # a red band on the left of a landscape photo
+    jpeg = encode(".jpg", image)
+    assert decode(jpeg).shape == (1600, 2400, 3)
+    reduced = decode(jpeg, working_side=128)
+    assert reduced.shape == (400, 600, 3) and reduced[:, :190, 2].min() > 240  # 1/4 scale, still red
+    assert decode(encode(".jpg", image[:, :, 1]), working_side=128).shape == (400, 600)  # gray stays gray
+    # The EXIF orientation is applied at any scale ("rotate 90": the band ends up on top).
+    tiff = b"MM\x00\x2a" + struct.pack(">IH", 8, 1) + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0) + bytes(4)
+    app1 = b"Exif\x00\x00" + tiff
+    upright = decode(jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:], working_side=128)
+    assert upright.shape == (600, 400, 3) and upright[:190, :, 2].min() > 240
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_reduced_decoding_gives_the_model_the_same_input(seed):
+    """Reference: the full decode. Tolerance: 4 grey levels on average over the 28x28
+    input, about one row of the garment's edge moving by one pixel."""
+    from edge_runtime.photo import WORK_SIDE, photo_to_input
+    rng = np.random.default_rng(seed)
+    photo = np.full((2400, 1800, 3), rng.integers(190, 250, 3), np.uint8)  # a light floor
+    top, left = rng.integers(100, 500, 2)
+    cv2.rectangle(photo, (int(left), int(top)), (int(1800 - left), int(2400 - top)),
+                  tuple(int(c) for c in rng.integers(0, 90, 3)), -1)  # a dark garment
+    jpeg = encode(".jpg", photo)
+    full, reduced = photo_to_input(decode(jpeg)), photo_to_input(decode(jpeg, working_side=WORK_SIDE))
+    assert np.abs(full.astype(int) - reduced.astype(int)).mean() <= 4.0
 
 
 def test_cmyk_jpeg_is_converted_to_bgr(tmp_path):
