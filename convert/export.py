@@ -73,20 +73,17 @@ def convert(model, variant: str, calibration: np.ndarray | None = None) -> bytes
         converter.inference_output_type = tf.uint8
     elif variant != "float32":
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
-    native_lines: list[str] = []
     try:
         # Keras' SavedModel export prints every captured tensor to stdout, and the
         # int8 quantizer its settings to fd 2 ("fully_quantize: 0, inference_type: 6,
         # ..."): keep our report readable, but let any other native line through.
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), \
-                native_stderr.captured() as native_lines:
+                native_stderr.dropping(lambda line: line.startswith(QUANTIZER_SETTINGS)):
             warnings.simplefilter("ignore")
             return converter.convert()
     except Exception as e:  # the converter raises ConverterError, RuntimeError, ValueError...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConversionError(f"TFLite conversion to {variant} failed: {first}") from e
-    finally:
-        native_stderr.write([line for line in native_lines if not line.startswith(QUANTIZER_SETTINGS)])
 
 
 def tensor_types(model_bytes: bytes) -> dict:

@@ -133,11 +133,7 @@ DELEGATE_NOTICE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
 def open_interpreter(choice: InterpreterChoice, model_path: str, num_threads: int):
     """An interpreter for `model_path` with its tensors allocated. Whatever the
     interpreter writes to stderr meanwhile is passed on, except DELEGATE_NOTICE."""
-    lines: list[str] = []
-    try:
-        with native_stderr.captured() as lines:
-            interpreter = choice.factory(model_path=model_path, num_threads=num_threads)
-            interpreter.allocate_tensors()
-    finally:  # on failure too: the interpreter's own error lines still reach the user
-        native_stderr.write([line for line in lines if line.strip() != DELEGATE_NOTICE])
+    with native_stderr.dropping(lambda line: line.strip() == DELEGATE_NOTICE):
+        interpreter = choice.factory(model_path=model_path, num_threads=num_threads)
+        interpreter.allocate_tensors()
     return interpreter

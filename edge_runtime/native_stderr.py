@@ -4,8 +4,8 @@ LiteRT's C++ core and the libjpeg inside OpenCV print to fd 2 themselves, so
 sys.stderr can't see or filter it: the interpreter announces its XNNPACK
 delegate on every run, and libjpeg says "Corrupt JPEG data: ..." without
 naming the file. `captured()` points fd 2 at a temporary file for a moment
-and hands back the lines, so the caller can drop the noise and attach the
-rest to the file it belongs to. File descriptors belong to the process, so
+and hands back the lines, so the caller can attach them to the file they
+belong to; `dropping(is_noise)` passes on all but the noise. File descriptors belong to the process, so
 a line another thread writes meanwhile is captured too: use it around short
 calls made while nothing else runs (loading a model, decoding one image).
 """
@@ -16,7 +16,7 @@ import contextlib
 import os
 import sys
 import tempfile
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 @contextlib.contextmanager
@@ -43,6 +43,20 @@ def captured() -> Iterator[list[str]]:
             os.close(saved)
             sink.seek(0)
             lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+
+
+@contextlib.contextmanager
+def dropping(is_noise: Callable[[str], bool]) -> Iterator[None]:
+    """Pass on what native code writes to fd 2 meanwhile, except the lines `is_noise` picks.
+
+    On failure too: a library's own error lines must still reach the user.
+    """
+    lines: list[str] = []
+    try:
+        with captured() as lines:
+            yield
+    finally:
+        write([line for line in lines if not is_noise(line)])
 
 
 def write(lines: list[str]) -> None:

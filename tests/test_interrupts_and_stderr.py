@@ -191,3 +191,11 @@ def test_only_the_known_tensorflow_notices_are_dropped():
     assert all(map(is_startup_notice, notices))
     assert not is_startup_notice("E0000 00:00:1795398217.3 cuda_dnn.cc:8310] Unable to register cuDNN factory")
     assert not is_startup_notice("ImportError: libtensorflow_framework.so.2: cannot open shared object file")
+
+
+def test_dropping_passes_on_all_but_the_noise_even_when_the_block_fails(capfd):
+    with pytest.raises(RuntimeError):
+        with native_stderr.dropping(lambda line: line.startswith("noise")):
+            os.write(2, b"noise: every run\nERROR: what went wrong\n")
+            raise RuntimeError("the library failed")
+    assert capfd.readouterr().err == "ERROR: what went wrong\n"

@@ -39,10 +39,6 @@ def import_tensorflow():
     TensorFlow loaded and print nothing.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's own INFO and WARNING lines
-    lines: list[str] = []
-    try:
-        with native_stderr.captured() as lines:
-            import tensorflow
-    finally:  # a failed import's messages still reach the user
-        native_stderr.write([line for line in lines if not is_startup_notice(line)])
+    with native_stderr.dropping(is_startup_notice):  # a failed import's messages still get through
+        import tensorflow
     return tensorflow
