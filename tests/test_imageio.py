@@ -215,16 +215,18 @@ def test_extreme_shapes(tmp_path, shape, ext):
     assert out.shape == shape and (out == 77).all()
 
 
-def test_jpeg_exif_orientation_is_applied(tmp_path):
-    # Phone photos are stored sideways with an EXIF "rotate 90" tag.
-    # Orientation 6 = rotate 90 degrees clockwise for display.
-    image = np.zeros((40, 80, 3), np.uint8)
-    image[:, :20] = 255  # a white band on the left of a landscape image
+def rotated_90(jpeg: bytes) -> bytes:
+    """The JPEG with an EXIF orientation 6 tag: "rotate 90 degrees clockwise for display",
+    how phones store a photo taken sideways."""
     tiff = b"MM\x00\x2a" + struct.pack(">IH", 8, 1) + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0) + bytes(4)
     app1 = b"Exif\x00\x00" + tiff
-    jpeg = encode(".jpg", image)
-    data = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
-    out = read_image(write(tmp_path, "phone.jpg", data))
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+def test_jpeg_exif_orientation_is_applied(tmp_path):
+    image = np.zeros((40, 80, 3), np.uint8)
+    image[:, :20] = 255  # a white band on the left of a landscape image
+    out = read_image(write(tmp_path, "phone.jpg", rotated_90(encode(".jpg", image))))
     assert out.shape == (80, 40, 3)  # portrait, as the phone showed it
     assert out[:20].mean() > 200 and out[30:].mean() < 50  # the band is now at the top
 
@@ -246,9 +248,7 @@ def test_large_jpeg_decodes_reduced_in_colour_or_gray_and_upright():
     assert reduced.shape == (400, 600, 3) and reduced[:, :190, 2].min() > 240  # 1/4 scale, still red
     assert decode(encode(".jpg", image[:, :, 1]), working_side=128).shape == (400, 600)  # gray stays gray
     # The EXIF orientation is applied at any scale ("rotate 90": the band ends up on top).
-    tiff = b"MM\x00\x2a" + struct.pack(">IH", 8, 1) + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0) + bytes(4)
-    app1 = b"Exif\x00\x00" + tiff
-    upright = decode(jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:], working_side=128)
+    upright = decode(rotated_90(jpeg), working_side=128)
     assert upright.shape == (600, 400, 3) and upright[:190, :, 2].min() > 240
 
 

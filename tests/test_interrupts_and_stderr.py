@@ -90,12 +90,16 @@ def test_the_cli_is_in_place_before_numpy_loads():
 
 
 # -- as a user runs it: Ctrl-C while TensorFlow is still loading -----------------------------
+def sigint_on_in_child() -> None:
+    """A pytest run started in the background inherits SIGINT ignored; a user's terminal has it on."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupted_after(seconds: float, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    # A pytest run started in the background inherits SIGINT ignored; a user's terminal has it on.
     process = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env, cwd=ROOT,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                               preexec_fn=sigint_on_in_child)
     time.sleep(seconds)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
@@ -121,7 +125,7 @@ def test_an_interrupted_command_stops_the_shell_script_that_ran_it(tiny_run, tmp
     process = subprocess.Popen(["bash", "-c", script, sys.executable, str(tiny_run), str(tmp_path / "models")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                                env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                               preexec_fn=sigint_on_in_child)
     time.sleep(1.0)  # convert is still importing TensorFlow
     os.killpg(process.pid, signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
@@ -135,7 +139,7 @@ def test_exit_with_passes_statuses_on_and_ends_an_interrupt_by_sigint(status, en
     code = f"from edge_runtime.cli import exit_with; exit_with({status})"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60,
-                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                       preexec_fn=sigint_on_in_child)
     assert (r.returncode, r.stderr) == (ends_with, "")
 
 
