@@ -107,9 +107,9 @@ def test_mac_count_matches_hand_count():
     # minivgg: four 3x3 convs (28x28: 1->32, 32->32; 14x14: 32->64, 64->64), dense 3136->512->10
     expected = 784 * 9 * (1 * 32 + 32 * 32) + 196 * 9 * (32 * 64 + 64 * 64) + 3136 * 512 + 512 * 10
     assert models.count_macs(models.minivgg()) == expected
-    # edge, width w: 28x28: 1->w; 14x14: w->2w, 2w->2w; dense 7*7*2w -> 3w -> 10
-    w = 8
-    expected = 784 * 9 * w + 196 * 9 * (w * 2 * w + 2 * w * 2 * w) + 49 * 2 * w * 3 * w + 3 * w * 10
+    # edge, width w: 28x28: 1->w/2, w/2->w/2; 14x14: w/2->2w, 2w->2w; dense 7*7*2w -> 3w -> 10
+    w, h = 8, 4
+    expected = 784 * 9 * (h + h * h) + 196 * 9 * (h * 2 * w + 2 * w * 2 * w) + 49 * 2 * w * 3 * w + 3 * w * 10
     assert models.count_macs(models.edge(width=w)) == expected
 
 
