@@ -1,8 +1,8 @@
 """Regression test on real photos from ../shared/real-photos (skipped when that
 folder is absent: the project never depends on it).
 
-tests/golden/ holds 16 photos (two per class the deployed model got right
-when the golden was made, none exist for Bag or Sneaker) with the 28x28
+tests/golden/ holds 18 photos (two per class the deployed model got right
+when the golden was made; the photos have no Bag) with the 28x28
 input photo_to_input made from each. Regenerate it deliberately when the
 preprocessing or the deployed model changes on purpose:
     make real-photos ARGS="--write_golden tests/golden"
