@@ -133,13 +133,25 @@ def error_record(name: str, kind: str, message: str) -> dict:
 
 # -- the command ----------------------------------------------------------------------
 
+def read_input(path, preprocess, size: tuple[int, int], warn=None):
+    """An image file -> the model input `preprocess` makes of it, uint8 `size` (h, w).
+
+    The one path from a file to what the model sees, shared by this command and
+    `tools/real_photos`, so the benchmark measures what users get. Raises
+    ImageError for unreadable files; `warn` gets the decoder's complaints about
+    a damaged file that still decoded.
+    """
+    from .imageio import read_image
+    # photo_to_input works at WORK_SIDE px and the naive baseline at the model's
+    # 28, so a large JPEG may decode at a reduced scale for either.
+    from .photo import WORK_SIDE
+    return preprocess(read_image(path, warn=warn, working_side=WORK_SIDE), size)
+
+
 def classify_file(classifier, path: str, preprocess, k: int, warn=None):
     """Read one file and classify it -> Result. Raises ImageError for unreadable files;
     `warn` gets the decoder's complaints about a damaged file that still decoded."""
-    from .imageio import read_image
-    from .photo import WORK_SIDE  # both preprocessings shrink to at most this: a large JPEG decodes smaller
-    image = read_image(path, warn=warn, working_side=WORK_SIDE)
-    return classifier.classify_input(preprocess(image, classifier.input_size), k)
+    return classifier.classify_input(read_input(path, preprocess, classifier.input_size, warn), k)
 
 
 def run(args) -> int:

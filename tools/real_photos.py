@@ -45,9 +45,8 @@ def read_labels(photos_dir: Path) -> list[tuple[Path, int]]:
 
 def model_inputs(paths: list[Path], preprocess, size) -> np.ndarray:
     """(N, h, w) uint8 model inputs for the photos."""
-    from edge_runtime.imageio import read_image
-    from edge_runtime.photo import WORK_SIDE
-    return np.stack([preprocess(read_image(p, working_side=WORK_SIDE), size) for p in paths])
+    from edge_runtime.classify import read_input  # exactly what `classify` feeds the model
+    return np.stack([read_input(p, preprocess, size) for p in paths])
 
 
 def confusion(truth: np.ndarray, predicted: np.ndarray, n: int) -> np.ndarray:
