@@ -86,8 +86,9 @@ def edge(width: int = 32, dropout: float = 0.25) -> keras.Model:
       94.03% after 40 epochs);
     - two narrow convs at full resolution rather than one conv of 32 (v4):
       the same MACs and epoch time, but a 5x5 receptive field before the
-      first pool throws away three pixels in four. Four runs gave
-      94.27-94.67% (mean 94.40%), v4's six 94.14-94.34% (mean 94.21%);
+      first pool throws away three pixels in four. Six runs gave
+      94.03-94.67% (mean 94.34%), v4's six 94.14-94.34% (mean 94.21%):
+      at least as good, not certainly better;
     - a flatten + dense head, not global average pooling: Fashion-MNIST
       garments are centred, so *where* a feature is carries class
       information that GAP throws away. With the same 30-epoch recipe the
