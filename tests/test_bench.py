@@ -131,6 +131,12 @@ def test_int8_peak_estimate_and_efficiency():
     assert rt.efficiency(None, 100.0, vnni) is None
 
 
+def test_peak_verdict_never_reports_more_than_the_whole_peak():
+    assert rt.peak_verdict(0.62) == "about 62% of peak"
+    above = rt.peak_verdict(1.64)
+    assert above.startswith("1.6x the estimated peak") and "%" not in above and "too low" in above
+
+
 def test_synthetic_frame_is_deterministic_and_has_a_garment():
     a, b = rt.synthetic_frame(), rt.synthetic_frame()
     assert a.shape == (480, 640, 3) and a.dtype == np.uint8

@@ -392,7 +392,7 @@ def markdown(results: dict) -> str:
         if eff.get("fraction_of_peak") is not None:
             lines.append(f"Estimated int8 peak of one core: {peak['gmacs_per_s_per_core']:.0f} GMAC/s "
                          f"({peak['isa']}: {peak['assumption']}, at {peak['clock_ghz']} GHz from {m.get('clock_source')}), "
-                         f"so about **{eff['fraction_of_peak']:.0%} of peak** (estimate, not a measurement).")
+                         f"so **{rt.peak_verdict(eff['fraction_of_peak'])}** (estimate, not a measurement).")
         else:
             lines.append("No int8 peak could be estimated for this CPU (unknown ISA or clock).")
     prev = results.get("previous")
