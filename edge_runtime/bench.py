@@ -260,8 +260,8 @@ def peak_verdict(fraction_of_peak: float) -> str:
     A share above 1 can't be a real efficiency: the estimate assumed fewer
     int8 MACs per cycle, or a lower clock, than this core delivers (one seen
     here: an AMD EPYC that /proc/cpuinfo reports at 2.6 GHz ran this
-    model at 1.6x one 512-bit VNNI instruction per cycle at that clock).
-    Saying "164% of peak" would read as a measurement error.
+    model at 1.6-1.7x one 512-bit VNNI instruction per cycle at that clock,
+    in three runs). Saying "164% of peak" would read as a measurement error.
     """
     if fraction_of_peak <= 1.0:
         return f"about {fraction_of_peak:.0%} of peak"
