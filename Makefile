@@ -17,7 +17,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml edge_runtime/pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11 or newer is needed, $(PYTHON) is " + sys.version.split()[0])'
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "error: Python 3.10 or newer is needed, $(PYTHON) is " + sys.version.split()[0])'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -38,11 +38,11 @@ test: data ## run the full test suite
 	$(PY) -m pytest $(ARGS)
 
 compare: data ## train mlp, cnn, minivgg and edge under the same rules; one table and plot
-	$(PY) -m train.compare $(ARGS)
+	$(PY) -m tools.compare $(ARGS)
 
 tune: data ## Keras Tuner search over the edge model (installs keras-tuner)
 	$(PY) -m pip install --quiet -e '.[tune]'
-	$(PY) -m train.tune $(ARGS)
+	$(PY) -m tools.tune $(ARGS)
 
 bench: data ## size, accuracy and speed of every variant: benchmarks/results.{json,md}
 	$(PY) -m tools.bench $(ARGS)

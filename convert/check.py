@@ -8,7 +8,6 @@ here turn predictions into figures and figures into a gate verdict.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,15 +57,9 @@ def gate_failures(figures: dict, gate: Gate, class_names: list[str]) -> list[str
 
 
 def single_image_latency_us(classifier, image: np.ndarray, runs: int = 200, warmup: int = 20) -> dict:
-    """Median and p95 wall time of classifier.predict on one image, microseconds."""
-    for _ in range(warmup):
-        classifier.predict(image)
-    times = np.empty(runs)
-    for i in range(runs):
-        t = time.perf_counter()
-        classifier.predict(image)
-        times[i] = time.perf_counter() - t
-    return {"median_us": round(float(np.median(times)) * 1e6, 1), "p95_us": round(float(np.percentile(times, 95)) * 1e6, 1)}
+    """Wall time of classifier.predict on one image, microseconds: median, p95, p99, ..."""
+    from edge_runtime.timing import latency_stats
+    return latency_stats(lambda: classifier.predict(image), runs, warmup)
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -25,25 +25,17 @@ from typing import Iterable
 import numpy as np
 
 from edge_runtime import native_stderr
-from edge_runtime.errors import EdgeError
+from edge_runtime.deployed import VARIANTS
+from .errors import ConversionError
 
-VARIANTS = ("float32", "float16", "dynamic", "int8")
 QUANTIZER_SETTINGS = "fully_quantize: "  # what the int8 quantizer prints on every conversion
-
-
-class ConversionError(EdgeError):
-    """The TFLite converter could not produce a variant."""
-
-    exit_code = 9
 
 
 def stratified_sample(images: np.ndarray, labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     """`size` images with (as near as possible) equal counts per class. Pure given the seed."""
-    rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
-    per_class = max(1, size // len(classes))
-    idx = np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in classes])
-    return images[rng.permutation(idx)]
+    from edge_runtime.dataset import stratified_indices
+    held, _ = stratified_indices(labels, max(1, size // len(np.unique(labels))), seed)
+    return images[held]
 
 
 def _representative(calibration: np.ndarray) -> Iterable:

@@ -21,58 +21,57 @@ import numpy as np
 from edge_runtime import dataset, metadata
 from edge_runtime.metadata import sha256
 from edge_runtime.classifier import Classifier
-from edge_runtime.cli import MODEL_FILENAME
 from edge_runtime.contract import CLASS_NAMES, CONTRACT
-from edge_runtime.errors import GateError, ModelError
+from edge_runtime.deployed import DEPLOYED_VARIANT, MODELS_DIR, VARIANTS, model_filename
+from edge_runtime.errors import ModelError
+from train.rundir import LATEST, RunDir
 
 from . import check, export
+from .errors import GateError
+
+REPORT = "conversion_report"  # .json and .md beside the models
 
 
 @dataclass
 class ConvertConfig:
-    run_dir: str = field(default="runs/latest", metadata={"help": "training run to convert (its model.keras)"})
-    out_dir: str = field(default="models", metadata={"help": "where the models and the report go"})
-    variants: str = field(default="float32,float16,dynamic,int8", metadata={"help": "comma-separated; int8 is always included"})
+    run_dir: str = field(default=f"runs/{LATEST}", metadata={"help": "training run to convert (its model.keras)"})
+    out_dir: str = field(default=MODELS_DIR, metadata={"help": "where the models and the report go"})
+    variants: str = field(default=",".join(VARIANTS), metadata={"help": "comma-separated; int8 is always included"})
     calibration_size: int = field(default=500, metadata={"help": "training images for int8 calibration (class-stratified)"})
     max_drop: float = field(default=0.5, metadata={"help": "gate: largest allowed int8 top-1 drop vs Keras, percentage points"})
     max_class_drop: float = field(default=2.0, metadata={"help": "gate: largest allowed drop for any one class, percentage points"})
     latency_runs: int = field(default=200, metadata={"help": "timed single-image runs per variant"})
     seed: int = 0
-    data_dir: str | None = field(default=None, metadata={"help": "Fashion-MNIST directory (default: see README)"})
+    data_dir: str | None = field(default=None, metadata={"help": "Fashion-MNIST directory (default: $FASHION_MNIST_DIR, /usr/share/datasets/fashion-mnist, ~/.keras/datasets/fashion-mnist)"})
 
     def variant_list(self) -> list[str]:
         chosen = [v.strip() for v in self.variants.split(",") if v.strip()]
         for v in chosen:
-            if v not in export.VARIANTS:
-                raise ValueError(f"unknown variant {v!r}; choose from {', '.join(export.VARIANTS)}")
-        return [v for v in export.VARIANTS if v in chosen or v == "int8"]
-
-
-def model_filename(variant: str) -> str:
-    return MODEL_FILENAME.replace("int8", variant)
+            if v not in VARIANTS:
+                raise ValueError(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+        return [v for v in VARIANTS if v in chosen or v == DEPLOYED_VARIANT]
 
 
 def _versions() -> dict:
     from edge_runtime.interpreter import find_interpreter
-    from train.trainer import _versions as training_versions
+    from train.trainer import library_versions
     choice = find_interpreter()
-    return {**training_versions(), choice.package: choice.version}
+    return {**library_versions(), choice.package: choice.version}
 
 
 def build_metadata(variant: str, flatbuffer: bytes, run_dir: Path, class_names: list[str]) -> dict:
     model_in, model_out = export.io_spec(flatbuffer)
-    config_file = run_dir / "config.json"
-    training = {"run": run_dir.resolve().name}
-    if config_file.exists():
-        training["config"] = json.loads(config_file.read_text())
-        training["config_sha256"] = sha256(config_file.read_bytes())
-    metrics_file = run_dir / "metrics.json"
-    if metrics_file.exists():
-        m = json.loads(metrics_file.read_text())
+    run = RunDir(run_dir)
+    training = {"run": run.name}
+    if run.config.exists():
+        training["config"] = json.loads(run.config.read_text())
+        training["config_sha256"] = sha256(run.config.read_bytes())
+    if run.metrics.exists():
+        m = json.loads(run.metrics.read_text())
         training["keras_test_accuracy"] = m.get("test_accuracy")
         training["parameters"] = m.get("parameters")
         training["macs_per_image"] = m.get("macs_per_image")
-    training["keras_sha256"] = sha256((run_dir / "model.keras").read_bytes())
+    training["keras_sha256"] = sha256(run.model.read_bytes())
     return {
         "format": metadata.FORMAT,
         "variant": variant,
@@ -99,7 +98,7 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
     from train.trainer import classification_metrics
 
     run_dir = Path(config.run_dir)
-    keras_path = run_dir / "model.keras"
+    keras_path = RunDir(run_dir).model
     if not keras_path.is_file():
         raise ModelError(f"{keras_path} not found; train a model first (make train)")
     out_dir = Path(config.out_dir)
@@ -125,7 +124,7 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
         predictions = {}
         for variant in config.variant_list():
             t = time.perf_counter()
-            flatbuffer = export.convert(model, variant, calibration if variant == "int8" else None)
+            flatbuffer = export.convert(model, variant, calibration if variant == DEPLOYED_VARIANT else None)
             meta = build_metadata(variant, flatbuffer, run_dir, class_names)
             path = staging / model_filename(variant)
             path.write_bytes(metadata.embed(flatbuffer, meta))
@@ -150,16 +149,16 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
                   f"{row['agreement']:.4f}  {row['size_bytes'] / 1024:7.1f} KB  "
                   f"{row['latency']['median_us']:7.1f} µs  [{row['seconds']}s]", flush=True)
 
-        int8 = next(r for r in rows if r["variant"] == "int8")
+        int8 = next(r for r in rows if r["variant"] == DEPLOYED_VARIANT)
         failures = check.gate_failures(int8, check.Gate(config.max_drop, config.max_class_drop), class_names)
         report = {"config": asdict(config), "keras_model": str(keras_path.resolve()),
                   "keras_sha256": sha256(keras_path.read_bytes()),
                   "test_images": int(len(labels)), "passed": not failures, "failures": failures,
                   "variants": rows, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         table = check.markdown_table(rows)
-        (staging / "conversion_report.json").write_text(json.dumps(report, indent=2))
-        (staging / "conversion_report.md").write_text(_markdown(report, table))
-        cm_diff = (np.array(classification_metrics(labels, predictions["int8"])["confusion_matrix"])
+        (staging / f"{REPORT}.json").write_text(json.dumps(report, indent=2))
+        (staging / f"{REPORT}.md").write_text(_markdown(report, table))
+        cm_diff = (np.array(classification_metrics(labels, predictions[DEPLOYED_VARIANT])["confusion_matrix"])
                    - np.array(classification_metrics(labels, reference)["confusion_matrix"]))
         confusion_matrix(cm_diff, staging / "confusion_diff_int8.png",
                          "int8 minus Keras float: confusion matrix change (test set)", diverging=True)
@@ -180,7 +179,7 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
 def _deploy(staging: Path, out_dir: Path) -> None:
     """Move each staged file into place with one atomic rename; the deployed model last,
     so its report and siblings are never older than it."""
-    deployed = model_filename("int8")
+    deployed = model_filename()
     names = sorted(p.name for p in staging.iterdir())
     names.sort(key=lambda n: (n == deployed, n))
     for name in names:

@@ -1,3 +1,4 @@
-from .cli import exit_with, main
+from .cli import main
+from .process import exit_with
 
 exit_with(main())

@@ -24,9 +24,7 @@ Runs on Python 3.9+ and numpy 1.23+ (what a Raspberry Pi has).
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import math
 import os
 import platform
 import subprocess
@@ -35,13 +33,14 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .cli import MODEL_FILENAME, count, thread_count
+from .argtypes import count, thread_list
+from .deployed import MODEL_FILENAME, VARIANTS
 from .errors import EdgeError, UsageError
 from .metadata import sha256
+from .synthetic import synthetic_frame
+from .timing import latency_stats, summarize, time_calls
 
 PROBE_MARKER = "BENCH_MEMORY "  # the memory probe's result line on stdout
-VARIANT_ORDER = ("float32", "float16", "dynamic", "int8")
-FRAME_SIZE = (480, 640)  # (height, width) of the synthetic camera frame
 
 # Iteration counts: (full run, --quick). Full runs take a few seconds per model
 # on a workstation and well under a minute on a Raspberry Pi 4.
@@ -55,64 +54,7 @@ ITERATIONS = {
 }
 
 
-# -- statistics ------------------------------------------------------------------------
-
-def percentile(samples: Iterable[float], q: float) -> float:
-    """Nearest-rank percentile: the smallest sample with at least q% of samples <= it. Pure.
-
-    Always an observed value (no interpolation), so with fewer than 100
-    samples p99 is simply the largest, which is what it honestly is.
-    """
-    values = sorted(float(v) for v in samples)
-    if not values:
-        raise ValueError("percentile of no samples")
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile must be between 0 and 100, got {q}")
-    rank = max(1, math.ceil(q / 100.0 * len(values)))
-    return values[rank - 1]
-
-
-def summarize(samples_us: Iterable[float]) -> dict:
-    """Median, p95, p99, mean, min, max and count of timings in microseconds. Pure."""
-    values = sorted(float(v) for v in samples_us)
-    if not values:
-        raise ValueError("no timings to summarize")
-    n = len(values)
-    median = values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
-    return {"median_us": round(median, 2), "p95_us": round(percentile(values, 95), 2),
-            "p99_us": round(percentile(values, 99), 2), "mean_us": round(sum(values) / n, 2),
-            "min_us": round(values[0], 2), "max_us": round(values[-1], 2), "runs": n}
-
-
-def time_calls(fn: Callable[[], object], runs: int, warmup: int = 0) -> list[float]:
-    """Wall time of `runs` calls of fn() after `warmup` untimed ones, microseconds each.
-
-    The garbage collector is paused while timing so a collection triggered by
-    someone else's garbage doesn't land in one sample.
-    """
-    if runs < 1:
-        raise ValueError(f"runs must be 1 or more, got {runs}")
-    for _ in range(max(0, warmup)):
-        fn()
-    times = [0.0] * runs
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        clock = time.perf_counter_ns
-        for i in range(runs):
-            start = clock()
-            fn()
-            times[i] = (clock() - start) / 1e3
-    finally:
-        if was_enabled:
-            gc.enable()
-    return times
-
-
-def latency_stats(fn: Callable[[], object], runs: int, warmup: int) -> dict:
-    """Warm up, time `runs` calls of fn(): {median_us, p95_us, p99_us, mean_us, min_us, max_us, runs}."""
-    return summarize(time_calls(fn, runs, warmup))
-
+# -- throughput -----------------------------------------------------------------------
 
 def throughput(fn: Callable[[], object], images: int, repeats: int) -> dict:
     """Images per second of fn() processing `images` images: one untimed call, then the
@@ -123,38 +65,6 @@ def throughput(fn: Callable[[], object], images: int, repeats: int) -> dict:
 
 
 # -- inputs ----------------------------------------------------------------------------
-
-def synthetic_frame(height: int = FRAME_SIZE[0], width: int = FRAME_SIZE[1]):
-    """A deterministic camera-like BGR frame: a blue T-shirt lying on a wooden floor.
-
-    Integer numpy only (plus OpenCV's polygon fill), so every machine makes
-    the same bytes: a warm floor with planks, a lighting gradient and noise,
-    and the shirt slightly off-centre, filling about a third of the frame,
-    as a handheld photo would.
-    """
-    import cv2
-    import numpy as np
-    rng = np.random.Generator(np.random.PCG64(20240611))
-    yy, xx = np.mgrid[0:height, 0:width]
-    floor = np.empty((height, width, 3), np.int32)
-    floor[..., 0], floor[..., 1], floor[..., 2] = 70, 120, 160  # BGR: light brown wood
-    plank = (yy * 6 // height) % 2  # six planks, alternately a little darker
-    floor -= (plank * 14)[..., None]
-    floor += ((xx * 30) // width - 15)[..., None]  # light from the right
-    floor[(yy % (height // 6)) < 2] -= 35  # the seams
-    s = width / 640.0  # shape coordinates are for 640x480
-    shirt = np.array([(250, 95), (300, 80), (340, 95), (390, 80), (440, 95), (505, 165), (470, 205),
-                      (430, 180), (432, 400), (258, 400), (260, 180), (220, 205), (185, 165)], np.float64)
-    shirt = np.rint(shirt * [s, height / 480.0]).astype(np.int32)
-    mask = np.zeros((height, width), np.uint8)
-    cv2.fillPoly(mask, [shirt], 255)
-    cv2.circle(mask, (int(345 * s), int(82 * height / 480)), int(28 * s), 0, -1)  # the neckline
-    garment = mask > 0
-    floor[garment] = (150, 70, 30)  # BGR: mid blue
-    floor[garment] += ((yy[garment] * 40) // height - 20)[:, None]  # folds: shading top to bottom
-    floor += rng.integers(-6, 7, size=floor.shape, dtype=np.int32)  # sensor noise
-    return np.clip(floor, 0, 255).astype(np.uint8)
-
 
 def model_input_for_timing(size: tuple[int, int] = (28, 28)):
     """The single image every latency is measured on: the synthetic frame, preprocessed."""
@@ -320,7 +230,7 @@ def describe_machine(m: dict) -> str:
 
 # -- memory: a separate process --------------------------------------------------------
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """This process's peak resident set size so far, MB (VmHWM; getrusage where /proc is missing)."""
     status = _read("/proc/self/status")
     if status:
@@ -338,19 +248,19 @@ def memory_probe(model: str | Path, threads: int = 1, runs: int = 20) -> dict:
     Meant to run in a fresh child process (`measure_memory`), where it is all
     the process does.
     """
-    stages = {"python": _peak_rss_mb()}
+    stages = {"python": peak_rss_mb()}
     import numpy  # noqa: F401
     import cv2  # noqa: F401
     from .classifier import Classifier
     from .interpreter import find_interpreter
     backend = find_interpreter(allow_tensorflow=False)
-    stages["imports"] = _peak_rss_mb()
+    stages["imports"] = peak_rss_mb()
     clf = Classifier(model, num_threads=threads)
-    stages["model_loaded"] = _peak_rss_mb()
+    stages["model_loaded"] = peak_rss_mb()
     frame = synthetic_frame()
     for _ in range(max(1, runs)):
         result = clf.classify(frame)
-    stages["classified"] = _peak_rss_mb()
+    stages["classified"] = peak_rss_mb()
     return {"peak_rss_mb": stages["classified"], "stages_mb": stages, "frames": max(1, runs),
             "label": result.best.label, "interpreter": f"{backend.package} {backend.version}",
             "tensorflow_imported": "tensorflow" in sys.modules, "pid": os.getpid()}
@@ -442,7 +352,7 @@ def bench_tflite(path: str | Path, threads: Iterable[int] = (1, 2), runs: int = 
 def _invoke_stats(clf, image, runs: int, warmup: int) -> dict:
     """interpreter.invoke() alone, input already set: the compute without Python around it."""
     clf.predict(image)  # leaves the interpreter at batch 1 with this input set
-    interpreter = clf._interpreter  # noqa: SLF001 - the benchmark is part of the package
+    interpreter = clf.interpreter
     return latency_stats(interpreter.invoke, runs, warmup)
 
 
@@ -488,14 +398,6 @@ def text_table(rows: list[dict], threads: list[int]) -> str:
 
 # -- command line ------------------------------------------------------------------------
 
-def thread_list(text: str) -> list[int]:
-    """'1,2' -> [1, 2]; each a valid --threads value, no duplicates, order kept."""
-    values = [thread_count(v) for v in str(text).split(",") if v.strip()]
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected thread counts like 1,2, got {text!r}")
-    return list(dict.fromkeys(values))
-
-
 def resolve_iterations(args, names: Iterable[str] = tuple(ITERATIONS)) -> dict:
     """Explicit flags win; otherwise the full-run or --quick default."""
     quick = bool(getattr(args, "quick", False))
@@ -530,14 +432,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def models_to_bench(paths: list[Path] | None) -> list[Path]:
     """Files as given, directories expanded to their .tflite files (float32, float16, dynamic, int8 first)."""
-    from .cli import default_model_path
+    from .deployed import default_model_path
     from .classifier import require_model_file
     found: list[Path] = []
     for p in paths or [default_model_path()]:
         if p.is_dir():
             inside = sorted((f for f in p.glob("*.tflite") if f.is_file()),  # not a directory named x.tflite
-                            key=lambda f: (next((i for i, v in enumerate(VARIANT_ORDER) if f.stem.endswith(v)),
-                                                len(VARIANT_ORDER)), f.name))
+                            key=lambda f: (next((i for i, v in enumerate(VARIANTS) if f.stem.endswith(v)),
+                                                len(VARIANTS)), f.name))
             if not inside:
                 raise UsageError(f"{p}: no .tflite models in this directory")
             found += inside

@@ -96,11 +96,17 @@ def parse_source(source: str | None, camera: str | None = None, **settings) -> S
     return SourceSpec("file", value, **settings)
 
 
+def camera_modules(camera_info: list[dict]) -> list[dict]:
+    """The Pi camera modules among Picamera2.global_camera_info(): libcamera lists
+    USB webcams too (their Id has /usb), which OpenCV opens as V4L2 devices. Pure."""
+    return [c for c in camera_info if "/usb" not in str(c.get("Id", ""))]
+
+
 def csi_cameras() -> list[dict]:
     """Cameras libcamera sees through picamera2 (Pi camera modules), [] if picamera2 is missing."""
     try:
         from picamera2 import Picamera2  # only on a Raspberry Pi, from apt: python3-picamera2
-        return [c for c in Picamera2.global_camera_info() if "/usb" not in str(c.get("Id", ""))]
+        return camera_modules(Picamera2.global_camera_info())
     except Exception:  # not installed, no libcamera, or broken by a numpy ABI mismatch
         return []
 

@@ -114,7 +114,7 @@ def require_model_file(path: str | Path) -> Path:
     """`path` as a Path, or the one ModelError every command gives for a missing model."""
     path = Path(path)
     if path.is_dir():
-        from .cli import MODEL_FILENAME  # the deployed model's name, defined once
+        from .deployed import MODEL_FILENAME
         raise ModelError(f"model {path} is a directory; pass the .tflite file, e.g. {path / MODEL_FILENAME}")
     if not path.is_file():
         raise ModelError(f"model {path} not found; run `make train convert` or pass --model PATH")
@@ -131,10 +131,10 @@ class Classifier:
         self.batch_size = batch_size
         self.backend = find_interpreter()  # which interpreter package runs the model
         try:
-            self._interpreter = open_interpreter(self.backend, str(self.model_path), num_threads)
+            self.interpreter = open_interpreter(self.backend, str(self.model_path), num_threads)
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{self.model_path}: not a loadable TFLite model ({str(e).splitlines()[0]})") from e
-        inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(f"{self.model_path}: expected one input and one output tensor, "
                              f"found {len(inputs)} and {len(outputs)}")
@@ -187,8 +187,8 @@ class Classifier:
 
     def _resize_batch(self, n: int) -> None:
         if n != self._batch:
-            self._interpreter.resize_tensor_input(self.input.index, [n, *self.input.shape[1:]])
-            self._interpreter.allocate_tensors()
+            self.interpreter.resize_tensor_input(self.input.index, [n, *self.input.shape[1:]])
+            self.interpreter.allocate_tensors()
             self._batch = n
 
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -212,9 +212,9 @@ class Classifier:
             n = len(part)
             if n < chunk:
                 part = np.concatenate([part, np.zeros((chunk - n, *part.shape[1:]), np.uint8)])
-            self._interpreter.set_tensor(self.input.index, self._preprocess(part))
-            self._interpreter.invoke()
-            out[start:start + n] = self._postprocess(self._interpreter.get_tensor(self.output.index))[:n]
+            self.interpreter.set_tensor(self.input.index, self._preprocess(part))
+            self.interpreter.invoke()
+            out[start:start + n] = self._postprocess(self.interpreter.get_tensor(self.output.index))[:n]
         return out
 
     # -- user-facing ----------------------------------------------------------
@@ -227,8 +227,3 @@ class Classifier:
         """Classify a photo or camera frame (BGR, BGRA or grayscale, any size)."""
         from .photo import photo_to_input  # OpenCV, imported only when photos are used
         return self.classify_input(photo_to_input(image, self.input_size), k)
-
-    def classify_batch(self, images: list[np.ndarray], k: int = 3) -> list[Result]:
-        from .photo import photo_to_input
-        inputs = np.stack([photo_to_input(im, self.input_size) for im in images])
-        return [Result(top_k(p, self.labels, k), p, x, self.threshold) for p, x in zip(self.predict(inputs), inputs)]

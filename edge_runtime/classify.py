@@ -22,7 +22,9 @@ import os
 import sys
 from pathlib import Path
 
-from .cli import add_model_arguments, default_model_path, positive_int, printable, probability
+from .argtypes import add_model_arguments, positive_int, probability
+from .deployed import default_model_path
+from .process import printable
 from .errors import EdgeError, UsageError
 
 ENLARGE = 10  # the --save_input copy for people is 10x bigger (280x280 for a 28x28 input)
@@ -133,25 +135,11 @@ def error_record(name: str, kind: str, message: str) -> dict:
 
 # -- the command ----------------------------------------------------------------------
 
-def read_input(path, preprocess, size: tuple[int, int], warn=None):
-    """An image file -> the model input `preprocess` makes of it, uint8 `size` (h, w).
-
-    The one path from a file to what the model sees, shared by this command and
-    `tools/real_photos`, so the benchmark measures what users get. Raises
-    ImageError for unreadable files; `warn` gets the decoder's complaints about
-    a damaged file that still decoded.
-    """
-    from .imageio import read_image
-    # photo_to_input works at WORK_SIDE px and the naive baseline at the model's
-    # 28, so a large JPEG may decode at a reduced scale for either.
-    from .photo import WORK_SIDE
-    return preprocess(read_image(path, warn=warn, working_side=WORK_SIDE), size)
-
-
 def classify_file(classifier, path: str, preprocess, k: int, warn=None):
     """Read one file and classify it -> Result. Raises ImageError for unreadable files;
     `warn` gets the decoder's complaints about a damaged file that still decoded."""
-    return classifier.classify_input(read_input(path, preprocess, classifier.input_size, warn), k)
+    from .imageio import read_model_input
+    return classifier.classify_input(read_model_input(path, preprocess, classifier.input_size, warn), k)
 
 
 def run(args) -> int:

@@ -15,8 +15,6 @@ this module only says what the result must look like.
 
 from __future__ import annotations
 
-import numpy as np
-
 # Class names in label order, as published with the dataset (Xiao et al. 2017).
 # Training writes them into the model's metadata; the runtime reads them from
 # there and never from this list, so a model trained on other labels still works.
@@ -45,23 +43,3 @@ PIXEL_SCALE = 1.0 / 255.0
 # Name and version of the contract, recorded in every model's metadata so the
 # runtime can refuse a model that expects something else.
 CONTRACT = "raw-uint8-28x28-bright-on-black/1"
-
-
-def as_model_input(images: np.ndarray) -> np.ndarray:
-    """Check and shape images for a model: (N, 28, 28) or (28, 28) -> (N, 28, 28, 1) uint8.
-
-    Pure: no scaling happens here (the model scales), only validation and a
-    channel axis, so the same bytes reach Keras, TFLite float and TFLite int8.
-    """
-    images = np.asarray(images)
-    if images.ndim == 2:
-        images = images[None]
-    if images.ndim == 4 and images.shape[-1] == 1:
-        images = images[..., 0]
-    if images.ndim != 3 or images.shape[1:] != (IMAGE_HEIGHT, IMAGE_WIDTH):
-        raise ValueError(
-            f"expected images of shape (N, {IMAGE_HEIGHT}, {IMAGE_WIDTH}), got {images.shape}"
-        )
-    if images.dtype != np.uint8:
-        raise ValueError(f"expected uint8 pixels 0..255, got dtype {images.dtype}")
-    return images[..., None]

@@ -101,10 +101,10 @@ def candidate_dirs(data_dir: str | os.PathLike | None = None,
 
 
 def has_all_files(directory: Path) -> bool:
-    return all(_file_in(directory, spec) is not None for spec in FILES.values())
+    return all(file_in(directory, spec) is not None for spec in FILES.values())
 
 
-def _file_in(directory: Path, spec: IdxSpec) -> Path | None:
+def file_in(directory: Path, spec: IdxSpec) -> Path | None:
     # Accept the gzipped original and its decompressed form (people gunzip them).
     for name in (spec.filename, spec.filename.removesuffix(".gz")):
         path = directory / name
@@ -122,7 +122,7 @@ def find_data_dir(data_dir=None, environ=None, home=None, system_dir: Path = SYS
         if why in ("--data_dir", ENV_VAR):
             if not directory.is_dir():
                 raise DataError(f"Fashion-MNIST directory {directory} (from {why}) does not exist; {HOW_TO_GET}")
-            missing = [s.filename for s in FILES.values() if _file_in(directory, s) is None]
+            missing = [s.filename for s in FILES.values() if file_in(directory, s) is None]
             raise DataError(f"{directory} (from {why}) is missing {', '.join(missing)}; {HOW_TO_GET}")
     looked = ", ".join(str(d) for _, d in candidates)
     raise DataError(f"Fashion-MNIST not found (looked in {looked}); {HOW_TO_GET}")
@@ -175,7 +175,7 @@ def load(data_dir=None, allow_download: bool = False, verify_checksum: bool = Tr
         if not allow_download or data_dir is not None:
             raise
         directory = _download_with_keras()
-    arrays = {name: read_idx(_file_in(directory, spec), spec, verify_checksum) for name, spec in FILES.items()}
+    arrays = {name: read_idx(file_in(directory, spec), spec, verify_checksum) for name, spec in FILES.items()}
     return FashionMnist(**arrays, source=directory)
 
 
@@ -187,3 +187,16 @@ def _download_with_keras() -> Path:
     except Exception as e:  # no Keras, no network, a proxy: all mean the same to the user
         raise DataError(f"Fashion-MNIST not found locally and the Keras download failed ({e}); {HOW_TO_GET}") from e
     return Path.home() / KERAS_SUBDIR
+
+
+def stratified_indices(labels: np.ndarray, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held, rest): `per_class` indices of every class held out, sorted, and the
+    others in a shuffled order. Pure given the seed. Training's validation split
+    and the converter's calibration sample both come from here."""
+    rng = np.random.default_rng(seed)
+    held, rest = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        held.append(idx[:per_class])
+        rest.append(idx[per_class:])
+    return np.sort(np.concatenate(held)), rng.permutation(np.concatenate(rest))

@@ -22,10 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .cli import MODEL_FILENAME, add_model_arguments, default_model_path
+from .argtypes import add_model_arguments
+from .deployed import MODEL_FILENAME, default_model_path
+from .display import NO_GUI_FIX, gui_backend, has_display
 from .errors import EdgeError
 from .interpreter import Probe, install_hint, probe_all, userland_machine
-from .webcam import NO_GUI_FIX, gui_backend, has_display
 
 OK, FAIL, WARN, INFO = "ok", "FAIL", "warn", "-"  # FAIL: can't classify; warn: webcam/display only
 
@@ -65,18 +66,15 @@ def _video_devices() -> list[tuple[str, str]]:
 
 def _load_model(path: Path) -> str:
     """Load the model with the interpreter the runtime would pick and time one inference."""
-    import time
 
     import numpy as np
 
     from .classifier import Classifier
+    from .timing import summarize, time_calls
     clf = Classifier(path)
     blank = np.zeros(clf.input_size, np.uint8)
-    clf.classify_input(blank)  # the first call allocates
-    t0 = time.perf_counter()
-    for _ in range(10):
-        clf.classify_input(blank)
-    ms = (time.perf_counter() - t0) * 100.0  # per inference: total / 10 * 1000
+    # one untimed call first: it allocates the tensors
+    ms = summarize(time_calls(lambda: clf.classify_input(blank), runs=10, warmup=1))["median_us"] / 1e3
     return f"loads with {clf.backend.package} {clf.backend.version}, {ms:.2f} ms per image"
 
 
@@ -118,8 +116,8 @@ def _first_line(e: BaseException) -> str:
 def check_python(env: Environment) -> Check:
     version = tuple(int(p) for p in env.python_version.split(".")[:2])
     detail = f"{env.python_version} ({env.python_executable})"
-    if version < (3, 9):
-        return Check("python", FAIL, detail, "install Python 3.9 or newer (Raspberry Pi OS 12 has 3.11)")
+    if version < (3, 10):
+        return Check("python", FAIL, detail, "install Python 3.10 or newer (Raspberry Pi OS 12 has 3.11)")
     return Check("python", OK, detail)
 
 
@@ -161,7 +159,7 @@ def check_interpreters(env: Environment) -> list[Check]:
     if usable:
         verdict = Check("interpreter", OK, f"using {usable[0].package} {usable[0].detail}")
     else:
-        verdict = Check("interpreter", FAIL, "no usable TFLite interpreter", install_hint("", env.arch))
+        verdict = Check("interpreter", FAIL, "no usable TFLite interpreter", install_hint(env.arch))
     return [verdict, *rows]
 
 
@@ -230,7 +228,8 @@ def check_cameras(env: Environment) -> list[Check]:
     csi = []
     try:
         picamera2 = env.import_module("picamera2")
-        csi = [c for c in picamera2.Picamera2.global_camera_info() if "/usb" not in str(c.get("Id", ""))]
+        from .capture import camera_modules
+        csi = camera_modules(picamera2.Picamera2.global_camera_info())
         rows.append(Check("camera: picamera2", OK if csi else INFO,
                           ", ".join(f"camera {c.get('Num', i)}: {c.get('Model', '?')}" for i, c in enumerate(csi))
                           or "installed, no camera module detected",

@@ -1,4 +1,5 @@
-"""Named errors. Library code raises these; command-line shells catch them and
+"""Named errors of the runtime. Library code raises these (training and the
+converter add their own, in train/errors.py and convert/errors.py); command-line shells catch them and
 print `error: <message>` with the exit status below, never a traceback
 (`--debug` shows one).
 
@@ -48,9 +49,3 @@ class InterpreterError(EdgeError):
     """No usable TFLite interpreter package is installed."""
 
     exit_code = 7
-
-
-class GateError(EdgeError):
-    """A converted model lost too much accuracy to be deployed."""
-
-    exit_code = 8

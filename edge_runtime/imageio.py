@@ -348,3 +348,17 @@ def read_image(path, max_pixels: int = DEFAULT_MAX_PIXELS, warn: Callable[[str],
 def is_image_name(path) -> bool:
     """Whether a file name has one of the image extensions `classify` looks for in directories. Pure."""
     return os.fsdecode(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def read_model_input(path, preprocess, size: tuple[int, int], warn=None):
+    """An image file -> the model input `preprocess` makes of it, uint8 `size` (h, w).
+
+    The one path from a file to what the model sees, shared by `classify` and
+    `tools/real_photos`, so the benchmark measures what users get. Raises
+    ImageError for unreadable files; `warn` gets the decoder's complaints about
+    a damaged file that still decoded.
+    """
+    # photo_to_input works at WORK_SIDE px and the naive baseline at the model's
+    # 28, so a large JPEG may decode at a reduced scale for either.
+    from .photo import WORK_SIDE
+    return preprocess(read_image(path, warn=warn, working_side=WORK_SIDE), size)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from .cli import add_model_arguments, default_model_path
+from .argtypes import add_model_arguments
+from .deployed import default_model_path
 
 
 def configure(parser) -> None:

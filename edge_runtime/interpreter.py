@@ -55,7 +55,7 @@ def userland_machine(machine: str | None = None, pointer_bits: int | None = None
     return machine
 
 
-def install_hint(package: str, machine: str | None = None) -> str:
+def install_hint(machine: str | None = None) -> str:
     machine = machine or userland_machine()
     if machine in ("armv7l", "armv6l"):
         return ("32-bit OS: ai-edge-litert has no armv7l wheels; "
@@ -121,7 +121,7 @@ def find_interpreter(allow_tensorflow: bool = True) -> InterpreterChoice:
             _chosen = InterpreterChoice(package, _version(module_name), cls)
             return _chosen
         reasons.append(f"{package}: {_why_not(package, error)}")
-    raise InterpreterError(f"no TFLite interpreter usable ({'; '.join(reasons)}); {install_hint('')}")
+    raise InterpreterError(f"no TFLite interpreter usable ({'; '.join(reasons)}); {install_hint()}")
 
 
 # LiteRT's C++ core writes this to file descriptor 2 the first time a model's

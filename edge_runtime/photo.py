@@ -23,39 +23,17 @@ follows the same recipe but finds the garment more robustly:
 5. fit the longest side to the output (keeping the aspect ratio), centre it,
    resize with INTER_AREA, scale the maximum to 255.
 
-Why the gamma: after inversion the garments in the real photos were
-brighter than Fashion-MNIST's. The mean nonzero pixel per class was 128 to
-178 (140 to 178 without sandals), against 107 to 164 in the training set,
-because evenly lit cloth is stretched to fill the range. Gamma 2 gives 103
-to 148, nearer the training set (a little darker). On the real photos (with
-the first, separable-conv edge model, 92.97% on the test set), split
-by photo id into a tuning half and a held-out half, gamma 2 alone raised
-top-1 from 53.7% to 55.1% (tuning) and from 45.1% to 48.9% (held out);
-52.0% over all 269 photos (was 49.4%); 1.5 and 2.5 gained 0 to 4 points
-per half. Bright-on-dark photos (and dataset images) stay linear, so
-they still pass through nearly unchanged.
+Why the gamma: after inversion, evenly lit cloth stretched to fill the range
+comes out brighter than Fashion-MNIST's garments; a gamma of 2 brings its
+mid-tones near the training set's. Bright-on-dark photos (and dataset
+images) stay linear, so they still pass through nearly unchanged.
 
-The dataset's recipe also sharpens after resizing. We don't: on the real
-photos in ../shared/real-photos it cost 4 to 5 points of top-1 accuracy
-(INTER_AREA of a sharp photo already gives crisp edges; sharpening adds
-ringing the dataset doesn't have), and re-processing dataset images
-changed them more.
+Why no sharpening, though the dataset's recipe sharpens after resizing:
+INTER_AREA of a sharp photo already gives crisp edges, and sharpening adds
+ringing the dataset doesn't have; on real photos it lowered accuracy.
 
-Measured on the real photos and not kept, because they gained less than
-noise (about 1 photo in 70 on either half) or cost too much time: GrabCut
-refining the mask (-0.7 to +2 points, 4x to 10x slower), a Canny-edge or
-GrabCut fallback for masks under 20% of the image (+1.5 points on one half,
-0 on the other; GrabCut 2.5x slower), a smaller morphology kernel (+0.7 on
-the tuning half, -0.8 held out, with the gamma), splitting touching shoe
-pairs and keeping one shoe (0 to -1.5 points; sneakers still 0%: the photos
-are top or 3/4 views), other background thresholds, lightness weights
-and blob rules (within +-1 point), a blur after resizing (+0 to -2 on the
-tuning half), and picking the most confident of several candidate inputs
-(other segmentations, gammas, mirror images: +2 to +3 points, but it lowered
-the share of out-of-distribution photos called unknown from 57% to 38%). The
-best pick of 16 such candidates per photo, chosen with the true label, only
-reaches 68%, and the model's top-2 on the inputs made here is also 68%: the
-rest of the errors came from that model, not from the preprocessing.
+What these choices measured, and what was tried and not kept:
+docs/design-log.md ("Photo preprocessing and real photos").
 
 `naive_photo_to_input` is the baseline most tutorials use (grayscale, squash
 to 28x28, invert), kept for comparison.
@@ -76,7 +54,7 @@ DEFAULT_SIZE = (IMAGE_HEIGHT, IMAGE_WIDTH)
 # Tuning constants, read at call time. Fractions are of the image's shorter
 # side unless noted; distances are Lab on OpenCV's 8-bit scale (L, a, b in
 # 0..255, so a lightness step of 1 is 100/255 of a CIE L* unit).
-WORK_SIDE = 128  # px: longest side while segmenting; 4.6x the output's 28 px. 192 px gave the same real-photo top-1 (50.2% vs 49.4%) at 2.6x the time
+WORK_SIDE = 128  # px: longest side while segmenting; 4.6x the output's 28 px. Larger costs time and gains no accuracy (docs/design-log.md)
 BORDER_FRACTION = 0.04  # width of the edge strip that samples the background
 CORNER_FRACTION = 0.08  # side of the corner squares that sample it too
 LIGHTNESS_WEIGHT = 0.5  # lightness differences count half in the colour distance
@@ -177,8 +155,8 @@ def color_distance(lab: np.ndarray, colors: np.ndarray) -> np.ndarray:
     squared_weights = np.array([[LIGHTNESS_WEIGHT ** 2, 1.0, 1.0]], np.float32)
     lab = lab.astype(np.float32)
     nearest = None  # squared distance to the nearest colour so far, (H, W)
-    # OpenCV, not numpy: on a 96x128 image numpy's per-call overhead made this
-    # ~0.8 ms, the largest step of a camera frame; these calls take ~0.1 ms.
+    # OpenCV, not numpy: numpy's per-call overhead made this the largest step
+    # of a camera frame; OpenCV's calls cost a fraction (docs/design-log.md).
     # One colour at a time: an (H, W, K, 3) temporary would be K times the memory traffic.
     for color in np.asarray(colors, np.float32):
         diff = cv2.subtract(lab, (float(color[0]), float(color[1]), float(color[2]), 0.0))  # (H, W, 3)
@@ -294,10 +272,10 @@ def garment_intensity(gray: np.ndarray, dark_background: bool) -> np.ndarray:
     and a fold in a white shirt is brighter than the shirt. We do the same on
     any background that isn't near-black: floors, beds and coloured sheets
     behave like the catalogue's white here (inverting on mid-tone backgrounds
-    too gained 3 points of accuracy on the real photos over deciding at
-    mid-gray). On a near-black background (black velvet, a dark screen, a
-    Fashion-MNIST image itself) the garment is already bright on dark and is
-    kept as it is.
+    too was more accurate on the real photos than deciding at mid-gray;
+    docs/design-log.md). On a near-black background (black velvet, a dark
+    screen, a Fashion-MNIST image itself) the garment is already bright on
+    dark and is kept as it is.
     """
     return gray if dark_background else 255 - gray
 

@@ -25,7 +25,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import signal
 import sys
 import tempfile
@@ -35,12 +34,15 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from .atomic import commit, partial_path
-from .cli import add_model_arguments, count, default_model_path, positive_int, probability
+from .argtypes import (add_model_arguments, count, fraction, non_negative_number, positive_int, positive_number,
+                       probability)
+from .deployed import default_model_path
+from .display import choose_window
 from .errors import UsageError
 
 # -- region of interest -----------------------------------------------------------
@@ -209,82 +211,7 @@ def draw_overlay(frame: np.ndarray, box: Box, result, fps: float, latency_ms: fl
     return out
 
 
-# -- window or headless -------------------------------------------------------------
-
-
-def gui_backend(build_info: str) -> str | None:
-    """The GUI toolkit OpenCV was built with (GTK3, QT5, WIN32UI, COCOA...), None when headless. Pure.
-
-    Reads cv2.getBuildInformation(): `GUI: NONE` in opencv-python-headless,
-    `GUI: GTK3` in Debian's python3-opencv; older builds list toolkits
-    under an empty `GUI:` line (`GTK+: YES (ver 3.24)`).
-    """
-    lines = build_info.splitlines()
-    for i, line in enumerate(lines):
-        m = re.match(r"(\s*)GUI:\s*(.*)$", line)
-        if not m:
-            continue
-        value = m.group(2).strip()
-        if value:
-            return None if value.upper() == "NONE" else value
-        for sub in lines[i + 1:]:
-            if not sub.strip() or len(sub) - len(sub.lstrip()) <= len(m.group(1)):
-                break
-            name, _, state = sub.strip().partition(":")
-            if state.strip().upper().startswith("YES"):
-                return name.strip()
-        return None
-    return None
-
-
-def has_display(environ: Mapping[str, str], platform: str = sys.platform) -> bool:
-    """Is there a screen to open a window on? On Linux that's an X11 or Wayland session. Pure."""
-    if not platform.startswith("linux"):
-        return True
-    return bool(environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"))
-
-
-NO_GUI_FIX = ("for a window: pip uninstall -y opencv-python-headless && pip install opencv-python, "
-              "or use Raspberry Pi OS's python3-opencv (deploy/install.sh --gui)")
-
-
-def choose_window(headless: bool, environ: Mapping[str, str], build_info: str,
-                  platform: str = sys.platform) -> tuple[bool, str | None]:
-    """(open a window?, notice to print once). Pure."""
-    if headless:
-        return False, None
-    if not has_display(environ, platform):
-        return False, ("note: no display (DISPLAY and WAYLAND_DISPLAY are unset): running headless, "
-                       "one JSON line per frame on stdout")
-    backend = gui_backend(build_info)
-    if backend is None:
-        return False, f"note: this OpenCV has no GUI support: running headless; {NO_GUI_FIX}"
-    return True, None
-
-
 # -- the command --------------------------------------------------------------------
-
-
-def fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be in (0, 1]")
-    return value
-
-
-# Written as `not <in range>`: every comparison with nan is False, so nan is rejected too.
-def positive_number(text: str) -> float:
-    value = float(text)
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"{text}: must be a positive number")
-    return value
-
-
-def non_negative_number(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be 0 or more")
-    return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
+from edge_runtime import argtypes, deployed, synthetic, timing
 from edge_runtime import bench as rt
 from tools import bench
 
@@ -21,38 +22,38 @@ from tools import bench
 
 def test_percentile_is_nearest_rank():
     values = list(range(1, 101))  # 1..100
-    assert rt.percentile(values, 50) == 50
-    assert rt.percentile(values, 95) == 95
-    assert rt.percentile(values, 99) == 99
-    assert rt.percentile(values, 100) == 100
-    assert rt.percentile(values, 0) == 1
-    assert rt.percentile(reversed(values), 95) == 95  # order of samples doesn't matter
+    assert timing.percentile(values, 50) == 50
+    assert timing.percentile(values, 95) == 95
+    assert timing.percentile(values, 99) == 99
+    assert timing.percentile(values, 100) == 100
+    assert timing.percentile(values, 0) == 1
+    assert timing.percentile(reversed(values), 95) == 95  # order of samples doesn't matter
 
 
 def test_percentile_of_few_samples_is_an_observed_value():
     few = [3.0, 1.0, 2.0, 10.0, 4.0]
-    assert rt.percentile(few, 95) == 10.0 and rt.percentile(few, 99) == 10.0  # the max, not an extrapolation
-    assert rt.percentile([7.0], 99) == 7.0
+    assert timing.percentile(few, 95) == 10.0 and timing.percentile(few, 99) == 10.0  # the max, not an extrapolation
+    assert timing.percentile([7.0], 99) == 7.0
 
 
 @pytest.mark.parametrize("samples, q", [([], 50), ([1.0], -1), ([1.0], 101)])
 def test_percentile_rejects_nonsense(samples, q):
     with pytest.raises(ValueError):
-        rt.percentile(samples, q)
+        timing.percentile(samples, q)
 
 
 def test_summarize():
-    s = rt.summarize([4.0, 1.0, 3.0, 2.0])
+    s = timing.summarize([4.0, 1.0, 3.0, 2.0])
     assert s["median_us"] == 2.5 and s["min_us"] == 1.0 and s["max_us"] == 4.0
     assert s["p95_us"] == 4.0 and s["p99_us"] == 4.0 and s["mean_us"] == 2.5 and s["runs"] == 4
-    assert rt.summarize([5.0, 1.0, 9.0])["median_us"] == 5.0
+    assert timing.summarize([5.0, 1.0, 9.0])["median_us"] == 5.0
     with pytest.raises(ValueError):
-        rt.summarize([])
+        timing.summarize([])
 
 
 def test_latency_stats_warms_up_then_times_each_run():
     calls = []
-    stats = rt.latency_stats(lambda: calls.append(1), runs=7, warmup=3)
+    stats = timing.latency_stats(lambda: calls.append(1), runs=7, warmup=3)
     assert len(calls) == 10 and stats["runs"] == 7
     assert 0 < stats["min_us"] <= stats["median_us"] <= stats["p95_us"] <= stats["p99_us"] <= stats["max_us"]
     assert gc.isenabled()  # paused while timing only
@@ -62,10 +63,10 @@ def test_time_calls_restores_gc_after_an_error_and_rejects_zero_runs():
     def boom():
         raise RuntimeError("x")
     with pytest.raises(RuntimeError):
-        rt.time_calls(boom, runs=2)
+        timing.time_calls(boom, runs=2)
     assert gc.isenabled()
     with pytest.raises(ValueError):
-        rt.time_calls(lambda: None, runs=0)
+        timing.time_calls(lambda: None, runs=0)
 
 
 def test_throughput_counts_images_per_second():
@@ -82,11 +83,11 @@ def test_fmt_us():
 
 
 def test_thread_list():
-    assert rt.thread_list("1,2") == [1, 2]
-    assert rt.thread_list("2, 1, 2") == [2, 1]
+    assert argtypes.thread_list("1,2") == [1, 2]
+    assert argtypes.thread_list("2, 1, 2") == [2, 1]
     for bad in ("0", "", "a", "1,-1", "100000"):  # 100000 threads crash the interpreter
         with pytest.raises(Exception):
-            rt.thread_list(bad)
+            argtypes.thread_list(bad)
 
 
 # -- the machine ---------------------------------------------------------------------------
@@ -138,7 +139,7 @@ def test_peak_verdict_never_reports_more_than_the_whole_peak():
 
 
 def test_synthetic_frame_is_deterministic_and_has_a_garment():
-    a, b = rt.synthetic_frame(), rt.synthetic_frame()
+    a, b = synthetic.synthetic_frame(), synthetic.synthetic_frame()
     assert a.shape == (480, 640, 3) and a.dtype == np.uint8
     assert np.array_equal(a, b)
     x = rt.model_input_for_timing()
@@ -280,7 +281,7 @@ def test_device_bench_command_table(tiny_models, capsys):
     out_dir, _ = tiny_models
     assert main(["bench", "--model", str(out_dir), "--quick", "--threads", "1", "--no_memory"]) == 0
     text = capsys.readouterr().out
-    for variant in rt.VARIANT_ORDER:
+    for variant in deployed.VARIANTS:
         assert variant in text
     assert "not meaningful" in text
 

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from convert import check, export
-from convert.pipeline import ConvertConfig, model_filename, run
+from convert.pipeline import ConvertConfig, run
+from edge_runtime.deployed import VARIANTS, model_filename
 from edge_runtime import metadata
 from edge_runtime.classifier import Classifier
 from edge_runtime.contract import CLASS_NAMES, CONTRACT
-from edge_runtime.errors import GateError
+from convert.errors import GateError
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def keras_model(tiny_run):
     return keras.models.load_model(tiny_run / "model.keras")
 
 
-@pytest.mark.parametrize("variant", export.VARIANTS)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_variant_runs_in_runtime_and_agrees_with_keras(variant, tiny_models, keras_model, fashion):
     out, _ = tiny_models
     clf = Classifier(out / model_filename(variant))
@@ -73,7 +74,7 @@ def test_report_files_written(tiny_models):
     for name in ("conversion_report.json", "conversion_report.md", "confusion_diff_int8.png"):
         assert (out / name).is_file()
     assert report["passed"] and report["test_images"] == 10000
-    assert [r["variant"] for r in report["variants"]] == ["keras", *export.VARIANTS]
+    assert [r["variant"] for r in report["variants"]] == ["keras", *VARIANTS]
     assert not list(out.glob(".staging-*"))
 
 

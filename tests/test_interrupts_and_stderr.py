@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.cli import INTERRUPTED, interruptible
+from edge_runtime.process import INTERRUPTED, interruptible
 from edge_runtime import native_stderr
 from edge_runtime.interpreter import DELEGATE_NOTICE
 
@@ -59,7 +59,7 @@ def test_ctrl_c_that_surfaces_as_another_exception_is_status_130(wrapped, sigint
 
 def test_import_lock_callbacks_are_recognised():
     """Ctrl-C landing in importlib's weakref callback would be dropped; the handler must see it."""
-    from edge_runtime.cli import _in_import_lock_callback
+    from edge_runtime.process import in_import_lock_callback as _in_import_lock_callback
     namespace = {"sys": sys}
     exec(compile("def cb():\n    return sys._getframe()\n", "<frozen importlib._bootstrap>", "exec"), namespace)
     assert _in_import_lock_callback(namespace["cb"]())
@@ -136,7 +136,7 @@ def test_an_interrupted_command_stops_the_shell_script_that_ran_it(tiny_run, tmp
 
 @pytest.mark.parametrize("status, ends_with", [(0, 0), (3, 3), (INTERRUPTED, -signal.SIGINT)])
 def test_exit_with_passes_statuses_on_and_ends_an_interrupt_by_sigint(status, ends_with):
-    code = f"from edge_runtime.cli import exit_with; exit_with({status})"
+    code = f"from edge_runtime.process import exit_with; exit_with({status})"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60,
                        preexec_fn=sigint_on_in_child)

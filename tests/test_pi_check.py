@@ -192,7 +192,8 @@ def test_doctor_and_checks():
 
 
 def test_synthetic_photos_are_deterministic_and_varied():
-    first, second = pi_check.synthetic_photos(), pi_check.synthetic_photos()
+    from edge_runtime.synthetic import synthetic_photos
+    first, second = synthetic_photos(), synthetic_photos()
     assert [n for n, _ in first] == [n for n, _ in second]
     for (name, a), (_, b) in zip(first, second):
         assert a.dtype == np.uint8 and np.array_equal(a, b), name
@@ -219,7 +220,7 @@ def test_run_on_this_machine_records_raw_outputs(model, tmp_path, data_dir):
                           "--data_dir", str(data_dir)]) == 0
     result = json.loads(out.read_text())
     from edge_runtime import dataset
-    images = dataset.read_idx(dataset._file_in(data_dir, dataset.FILES["test_images"]),
+    images = dataset.read_idx(dataset.file_in(data_dir, dataset.FILES["test_images"]),
                               dataset.FILES["test_images"])[:20]
     clf = Classifier(model)
     raw = np.array(result["test_set"]["raw"])

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import ROOT, SHARED
 from edge_runtime import metadata
-from edge_runtime.cli import MODEL_FILENAME
+from edge_runtime.deployed import MODEL_FILENAME
 
 PHOTOS = SHARED / "real-photos"
 GOLDEN = Path(__file__).parent / "golden"
@@ -35,10 +35,10 @@ def golden():
 
 @pytest.fixture(scope="module")
 def inputs(golden):
-    from edge_runtime.classify import read_input
+    from edge_runtime.imageio import read_model_input
     from edge_runtime.photo import DEFAULT_SIZE, photo_to_input
     photos, _ = golden
-    return np.stack([read_input(PHOTOS / p["file"], photo_to_input, DEFAULT_SIZE) for p in photos["photos"]])
+    return np.stack([read_model_input(PHOTOS / p["file"], photo_to_input, DEFAULT_SIZE) for p in photos["photos"]])
 
 
 def test_preprocessing_matches_the_golden_inputs(golden, inputs):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from train import compare, tune
+from tools import compare, tune
 from train.config import TrainConfig
 
 

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime import capture, webcam
+from edge_runtime import capture, display, webcam
 from edge_runtime.classifier import Classifier, Prediction, Result
 from edge_runtime.errors import UsageError
 from edge_runtime.webcam import RoiSpec, compute_roi, parse_roi
@@ -149,21 +149,21 @@ OLD_GTK = "  GUI: \n    GTK+:                        YES (ver 3.24.5)\n    VTK s
 
 
 def test_gui_backend_from_build_information():
-    assert webcam.gui_backend(HEADLESS) is None
-    assert webcam.gui_backend(QT) == "QT5"
-    assert webcam.gui_backend(OLD_GTK) == "GTK+"
-    assert webcam.gui_backend("  GUI: \n    GTK+: NO\n") is None
-    real = webcam.gui_backend(cv2.getBuildInformation())  # this machine's OpenCV parses too
+    assert display.gui_backend(HEADLESS) is None
+    assert display.gui_backend(QT) == "QT5"
+    assert display.gui_backend(OLD_GTK) == "GTK+"
+    assert display.gui_backend("  GUI: \n    GTK+: NO\n") is None
+    real = display.gui_backend(cv2.getBuildInformation())  # this machine's OpenCV parses too
     assert real is None or (isinstance(real, str) and real.upper() != "NONE")
 
 
 def test_choose_window():
     x11 = {"DISPLAY": ":0"}
-    assert webcam.choose_window(False, x11, QT, "linux") == (True, None)
-    assert webcam.choose_window(True, x11, QT, "linux") == (False, None)  # --headless: no notice
-    window, notice = webcam.choose_window(False, {}, QT, "linux")
+    assert display.choose_window(False, x11, QT, "linux") == (True, None)
+    assert display.choose_window(True, x11, QT, "linux") == (False, None)  # --headless: no notice
+    window, notice = display.choose_window(False, {}, QT, "linux")
     assert not window and "no display" in notice
-    window, notice = webcam.choose_window(False, {"WAYLAND_DISPLAY": "wayland-0"}, HEADLESS, "linux")
+    window, notice = display.choose_window(False, {"WAYLAND_DISPLAY": "wayland-0"}, HEADLESS, "linux")
     assert not window and "no GUI support" in notice and "pip install opencv-python" in notice
 
 

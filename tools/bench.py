@@ -39,15 +39,15 @@ import sys
 import time
 from pathlib import Path
 
-from edge_runtime import atomic
+from edge_runtime import atomic, process
 from edge_runtime import bench as rt
-from edge_runtime.cli import count, exit_with, interruptible
+from edge_runtime.argtypes import count
+from edge_runtime.deployed import VARIANTS, model_filename
 from edge_runtime.errors import EdgeError, ModelError, UsageError
 from edge_runtime.metadata import sha256
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = "fashion-edge-bench/1"
-VARIANTS = rt.VARIANT_ORDER
 KERAS_WAYS = ("predict", "call", "function")
 KERAS_ITERATIONS = {"keras_runs": (200, 5), "keras_frame_runs": (50, 3)}
 KERAS_LABELS = {
@@ -475,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keras_frame_runs", type=count(1), default=argparse.SUPPRESS,
                    help=f"timed Keras camera frames per way (default: {KERAS_ITERATIONS['keras_frame_runs'][0]}; "
                         f"{KERAS_ITERATIONS['keras_frame_runs'][1]} with --quick)")
-    p.add_argument("--data_dir", default=None, help="Fashion-MNIST directory (default: see README)")
+    p.add_argument("--data_dir", default=None, help="Fashion-MNIST directory (default: $FASHION_MNIST_DIR, /usr/share/datasets/fashion-mnist, ~/.keras/datasets/fashion-mnist)")
     return p
 
 
@@ -516,7 +516,7 @@ def run(args, argv: list[str]) -> dict:
     machine = rt.machine_info()
     print(f"machine: {rt.describe_machine(machine)}; load average {machine.get('load_average')}", flush=True)
 
-    paths = {v: models_dir / f"fashion_mnist_{v}.tflite" for v in variants}
+    paths = {v: models_dir / model_filename(v) for v in variants}
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise ModelError(f"missing {', '.join(missing)}; run `make convert` or pass --models_dir / --variants")
@@ -577,15 +577,11 @@ def run(args, argv: list[str]) -> dict:
     return results
 
 
-@interruptible
+@process.command
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    try:
-        results = run(args, argv)
-    except EdgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    results = run(args, argv)
     print()
     print(rt.text_table([r for r in results["rows"]], args.threads))
     print()
@@ -597,4 +593,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(main())
+    process.exit_with(main())

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_images", type=int, default=4096, help="images per throughput measurement")
     p.add_argument("--batch_repeats", type=int, default=3)
     p.add_argument("--accuracy", action="store_true", help="also top-1 accuracy on the full test set")
-    p.add_argument("--data_dir", default=None, help="Fashion-MNIST directory (default: see README)")
+    p.add_argument("--data_dir", default=None, help="Fashion-MNIST directory (default: $FASHION_MNIST_DIR, /usr/share/datasets/fashion-mnist, ~/.keras/datasets/fashion-mnist)")
     return p
 
 
@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     from edge_runtime import bench
+    from edge_runtime.synthetic import synthetic_frame
+    from edge_runtime.timing import latency_stats
     from edge_runtime.classifier import top_k
     from edge_runtime.contract import CLASS_NAMES
     from edge_runtime.photo import photo_to_input
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     model = keras.models.load_model(args.model)
     size = tuple(int(d) for d in model.inputs[0].shape[1:3])
     labels = list(CLASS_NAMES)
-    frame = bench.synthetic_frame()
+    frame = synthetic_frame()
     image = photo_to_input(frame, size)
     images = bench.batch_for_timing(args.batch_images, size)
     compiled = tf.function(lambda t: model(t, training=False), reduce_retracing=True,
@@ -94,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
             batch_fn = lambda fn=fn: [fn(images[i:i + args.batch_size])  # noqa: E731
                                       for i in range(0, len(images), args.batch_size)]
         result["ways"][way] = {
-            "latency": bench.latency_stats(lambda: fn(image[None]), args.runs, args.warmup),
+            "latency": latency_stats(lambda: fn(image[None]), args.runs, args.warmup),
             "batch": {"batch_size": args.batch_size, **bench.throughput(batch_fn, len(images), args.batch_repeats)},
-            "frame": bench.latency_stats(lambda: top_k(fn(photo_to_input(frame, size)[None])[0], labels, 3),
+            "frame": latency_stats(lambda: top_k(fn(photo_to_input(frame, size)[None])[0], labels, 3),
                                          args.frame_runs, max(1, args.warmup // 4)),
         }
     if args.accuracy:
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         probs = model.predict(as_input(data.test_images), batch_size=512, verbose=0)
         result["accuracy"] = float((probs.argmax(1) == data.test_labels).mean())
         result["test_images"] = int(len(data.test_labels))
-    result["peak_rss_mb"] = bench._peak_rss_mb()  # noqa: SLF001 - the TensorFlow process, for contrast
+    result["peak_rss_mb"] = bench.peak_rss_mb()  # the TensorFlow process, for contrast
     print(MARKER + json.dumps(result), flush=True)
     return 0
 

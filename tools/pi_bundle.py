@@ -31,14 +31,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python tools/pi_bundle.py` works too
 
-from edge_runtime import atomic  # noqa: E402
-from edge_runtime.errors import EdgeError, ModelError  # noqa: E402
-from edge_runtime.cli import MODEL_FILENAME, exit_with, interruptible  # noqa: E402
+from edge_runtime import atomic, process  # noqa: E402
+from edge_runtime.errors import ModelError  # noqa: E402
+from edge_runtime.deployed import MODEL_FILENAME, MODELS_DIR  # noqa: E402
 from edge_runtime.metadata import read_metadata, sha256, sidecar_path  # noqa: E402
 
 PREFIX = "fashion-edge-pi"
-MODEL_NAME = MODEL_FILENAME  # what edge_runtime.cli.default_model_path() looks for
-DEFAULT_MODEL = ROOT / "models" / MODEL_NAME
+DEFAULT_MODEL = ROOT / MODELS_DIR / MODEL_FILENAME
 DEFAULT_OUTPUT = ROOT / "dist" / "fashion-edge-pi.tar.gz"
 # deploy/ file -> mode in the archive
 DEPLOY = {"install.sh": 0o755, "run": 0o755, "requirements-device.txt": 0o644,
@@ -69,8 +68,8 @@ def bundle_contents(model: Path, root: Path = ROOT) -> dict[str, tuple[bytes, in
     sidecar = sidecar_path(model)
     sidecar_bytes = sidecar.read_bytes() if sidecar.is_file() else json.dumps(metadata, indent=2).encode()
     files = {f"edge_runtime/{p.name}": (p.read_bytes(), 0o644) for p in runtime_files(root)}
-    files[f"models/{MODEL_NAME}"] = (model_bytes, 0o644)
-    files[f"models/{Path(MODEL_NAME).with_suffix('.json')}"] = (sidecar_bytes, 0o644)
+    files[f"{MODELS_DIR}/{MODEL_FILENAME}"] = (model_bytes, 0o644)
+    files[f"{MODELS_DIR}/{Path(MODEL_FILENAME).with_suffix('.json')}"] = (sidecar_bytes, 0o644)
     for name, mode in DEPLOY.items():
         files[name] = ((root / "deploy" / name).read_bytes(), mode)
     build = {
@@ -103,18 +102,14 @@ def build(model: Path = DEFAULT_MODEL, output: Path = DEFAULT_OUTPUT, root: Path
     return output
 
 
-@interruptible
+@process.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.pi_bundle", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="the .tflite model to ship")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where the .tar.gz goes")
     args = parser.parse_args(argv)
-    try:
-        output = build(args.model, args.output)
-    except EdgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    output = build(args.model, args.output)
     size = output.stat().st_size / 2**20
     print(f"{output} ({size:.1f} MB). On the Pi:\n"
           f"  scp {output} pi@raspberrypi.local:\n"
@@ -124,4 +119,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(main())
+    process.exit_with(main())

@@ -81,93 +81,10 @@ def _dist_version(name: str) -> str | None:
         return None
 
 
-def synthetic_photos():
-    """(name, image) pairs made with integer numpy only, so every machine makes the same bytes.
-
-    They exercise the photo path's branches: colour and grey, alpha, dark
-    garment on a light background and the reverse, odd sizes, up- and
-    down-scaling, and an image already 28x28. Each is a clear shape on a
-    plain background with little noise: well-conditioned, so segmentation
-    doesn't hinge on a rounding difference.
-    """
-    import numpy as np
-    rng = np.random.Generator(np.random.PCG64(20240611))
-
-    def noise(shape, amplitude):
-        return rng.integers(-amplitude, amplitude + 1, size=shape, dtype=np.int16)
-
-    def clip(a):
-        return np.clip(a, 0, 255).astype(np.uint8)
-
-    out = []
-    # A dark T-shirt on a white product-photo background, 480x640 BGR.
-    h, w = 480, 640
-    yy, xx = np.mgrid[0:h, 0:w]
-    body = (xx >= 220) & (xx < 420) & (yy >= 120) & (yy < 430)
-    sleeves = (yy >= 120) & (yy < 220) & (xx >= 140) & (xx < 500) & (np.abs(xx - 320) + (yy - 120) < 260)
-    neck = ((xx - 320) ** 2 + (yy - 115) ** 2) < 40 ** 2
-    garment = (body | sleeves) & ~neck
-    img = np.full((h, w, 3), 245, np.int16)
-    img[garment] = (40, 60, 150)
-    out.append(("tshirt_on_white_640x480", clip(img + noise((h, w, 3), 6))))
-
-    # Bright trousers on black, portrait 200x300.
-    h, w = 300, 200
-    yy, xx = np.mgrid[0:h, 0:w]
-    waist = (yy >= 30) & (yy < 70) & (xx >= 50) & (xx < 150)
-    legs = (yy >= 70) & (yy < 280) & (((xx >= 50) & (xx < 95)) | ((xx >= 105) & (xx < 150)))
-    img = np.zeros((h, w, 3), np.int16)
-    img[waist | legs] = (200, 210, 220)
-    out.append(("trousers_on_black_200x300", clip(img + noise((h, w, 3), 10))))
-
-    # A bag with a handle, grey, odd size 61x97 (downscale by a non-integer factor).
-    h, w = 97, 61
-    yy, xx = np.mgrid[0:h, 0:w]
-    bag = (yy >= 40) & (yy < 90) & (xx >= 8) & (xx < 53)
-    handle = (np.abs((xx - 30) ** 2 + (yy - 40) ** 2 - 18 ** 2) < 60) & (yy < 40)
-    img = np.full((h, w), 230, np.int16)
-    img[bag | handle] = 70
-    out.append(("bag_grey_61x97", clip(img + noise((h, w), 4))))
-
-    # A shoe on a light background with an alpha channel, 128x128 BGRA.
-    h, w = 128, 128
-    yy, xx = np.mgrid[0:h, 0:w]
-    sole = (yy >= 90) & (yy < 100) & (xx >= 10) & (xx < 118)
-    upper = (yy >= 60) & (yy < 90) & (xx >= 10) & (xx < 118) & ((xx - 10) * 30 > (90 - yy) * 40)
-    img = np.full((h, w, 4), 250, np.int16)
-    img[sole | upper, :3] = (30, 30, 30)
-    img[..., 3] = 255 - (xx // 2)
-    out.append(("sneaker_bgra_128", clip(img + noise((h, w, 4), 3))))
-
-    # A tiny 20x24 colour dress (upscaling), and a 28x28 grey pullover (no resizing).
-    h, w = 24, 20
-    yy, xx = np.mgrid[0:h, 0:w]
-    dress = (yy >= 3) & (yy < 22) & (np.abs(2 * xx - 19) <= 4 + (yy - 3) // 2)
-    img = np.full((h, w, 3), (210, 225, 235), np.int16)
-    img[dress] = (60, 20, 170)
-    out.append(("dress_colour_20x24", clip(img + noise((h, w, 3), 2))))
-    h = w = 28
-    yy, xx = np.mgrid[0:h, 0:w]
-    pullover = (yy >= 4) & (yy < 25) & (((xx >= 8) & (xx < 20)) | ((yy >= 6) & ((xx >= 3) & (xx < 25))))
-    img = np.full((h, w), 25, np.int16)
-    img[pullover] = 190
-    out.append(("pullover_grey_28x28", clip(img + noise((h, w), 3))))
-    return out
-
-
 def _read_photo(path: Path):
-    """A photo file as decoded pixels, with the runtime's own reader when it has one."""
-    try:
-        from edge_runtime.imageio import read_image
-    except ImportError:
-        read_image = None
-    if read_image is not None:
-        return read_image(path)
-    import cv2
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError(f"{path}: not a readable image")
-    return image
+    """A photo file as decoded pixels, with the runtime's own reader."""
+    from edge_runtime.imageio import read_image
+    return read_image(path)
 
 
 def _raw_outputs(clf, probabilities):
@@ -323,8 +240,8 @@ def run(args) -> int:
     # Identical 28x28 inputs on both machines: the model and interpreter alone.
     t = time.perf_counter()
     data_dir = dataset.find_data_dir(args.data_dir)
-    images_path = dataset._file_in(data_dir, dataset.FILES["test_images"])
-    labels_path = dataset._file_in(data_dir, dataset.FILES["test_labels"])
+    images_path = dataset.file_in(data_dir, dataset.FILES["test_images"])
+    labels_path = dataset.file_in(data_dir, dataset.FILES["test_labels"])
     images = dataset.read_idx(images_path, dataset.FILES["test_images"])[:args.count]
     labels = dataset.read_idx(labels_path, dataset.FILES["test_labels"])[:args.count]
     timings["read_test_set"] = time.perf_counter() - t
@@ -372,6 +289,7 @@ def _photos(clf, photo_dir, photo_limit: int = 0) -> dict:
     if importlib.util.find_spec("edge_runtime.photo") is None:
         return {"status": "skipped", "detail": "edge_runtime.photo is not in this runtime yet", "items": []}
     import numpy as np
+    from edge_runtime.synthetic import synthetic_photos
     sources = [("synthetic", name, lambda im=im: im) for name, im in synthetic_photos()]
     if photo_dir:
         files = sorted(p for p in Path(photo_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)

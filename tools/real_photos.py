@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime import atomic
-from edge_runtime.cli import exit_with, interruptible
+from edge_runtime import atomic, process
+from edge_runtime.argtypes import probability
+from edge_runtime.evaluation import confusion_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = ROOT.parent / "shared" / "real-photos"
@@ -45,15 +46,8 @@ def read_labels(photos_dir: Path) -> list[tuple[Path, int]]:
 
 def model_inputs(paths: list[Path], preprocess, size) -> np.ndarray:
     """(N, h, w) uint8 model inputs for the photos."""
-    from edge_runtime.classify import read_input  # exactly what `classify` feeds the model
-    return np.stack([read_input(p, preprocess, size) for p in paths])
-
-
-def confusion(truth: np.ndarray, predicted: np.ndarray, n: int) -> np.ndarray:
-    """(n, n) counts, rows = true class, columns = predicted class. Pure."""
-    matrix = np.zeros((n, n), np.int64)
-    np.add.at(matrix, (truth, predicted), 1)
-    return matrix
+    from edge_runtime.imageio import read_model_input  # exactly what `classify` feeds the model
+    return np.stack([read_model_input(p, preprocess, size) for p in paths])
 
 
 def evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float, names: list[str],
@@ -76,7 +70,7 @@ def evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float, na
         "photos": int(known.sum()),
         "accuracy": float((pred == truth).mean()),
         "per_class": per_class,
-        "confusion": confusion(truth, pred, len(names)).tolist(),
+        "confusion": confusion_counts(truth, pred, len(names)).tolist(),
         "in_distribution_unknown": float(unknown[known].mean()),
         "accuracy_of_confident": float((pred[confident[known]] == truth[confident[known]]).mean())
         if confident[known].any() else None,
@@ -166,7 +160,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="a .tflite model with metadata")
     parser.add_argument("--photos_dir", type=Path, default=DEFAULT_PHOTOS, help="the labelled photo set")
-    parser.add_argument("--threshold", type=float, default=0.5, help="top score below this = unknown")
+    parser.add_argument("--threshold", type=probability, default=0.5, help="top score below this = unknown")
     parser.add_argument("--naive", action="store_true", help="also evaluate the naive baseline preprocessing")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/real_photos"), help="output directory")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads")
@@ -175,7 +169,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-@interruptible
+@process.command
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not (args.photos_dir / "labels.csv").is_file():
@@ -186,30 +180,25 @@ def main(argv=None) -> int:
 
     from edge_runtime import photo
     from edge_runtime.classifier import Classifier
-    from edge_runtime.errors import EdgeError
 
-    try:
-        classifier = Classifier(args.model, num_threads=args.threads)
-        rows = read_labels(args.photos_dir)
-        paths, labels = [p for p, _ in rows], np.array([label for _, label in rows])
-        variants = {"photo_to_input": photo.photo_to_input}
-        if args.naive:
-            variants["naive"] = photo.naive_photo_to_input
-        results = {}
-        args.out.mkdir(parents=True, exist_ok=True)
-        for name, preprocess in variants.items():
-            inputs = model_inputs(paths, preprocess, classifier.input_size)
-            cv2.imwrite(str(args.out / f"inputs_{name}.png"), montage(inputs))
-            probabilities = classifier.predict(inputs)
-            if name == "photo_to_input" and args.write_golden:
-                write_golden(args.write_golden, args.model, paths, labels, inputs, probabilities.argmax(1), args.photos_dir)
-            results[name] = evaluate(probabilities, labels, args.threshold, classifier.labels, inputs)
-            results[name]["predictions"] = [
-                {"file": str(p.relative_to(args.photos_dir)), "label": int(t), "predicted": int(q.argmax()),
-                 "score": round(float(q.max()), 4)} for p, t, q in zip(paths, labels, probabilities)]
-    except EdgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    classifier = Classifier(args.model, num_threads=args.threads)
+    rows = read_labels(args.photos_dir)
+    paths, labels = [p for p, _ in rows], np.array([label for _, label in rows])
+    variants = {"photo_to_input": photo.photo_to_input}
+    if args.naive:
+        variants["naive"] = photo.naive_photo_to_input
+    results = {}
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, preprocess in variants.items():
+        inputs = model_inputs(paths, preprocess, classifier.input_size)
+        cv2.imwrite(str(args.out / f"inputs_{name}.png"), montage(inputs))
+        probabilities = classifier.predict(inputs)
+        if name == "photo_to_input" and args.write_golden:
+            write_golden(args.write_golden, args.model, paths, labels, inputs, probabilities.argmax(1), args.photos_dir)
+        results[name] = evaluate(probabilities, labels, args.threshold, classifier.labels, inputs)
+        results[name]["predictions"] = [
+            {"file": str(p.relative_to(args.photos_dir)), "label": int(t), "predicted": int(q.argmax()),
+             "score": round(float(q.max()), 4)} for p, t, q in zip(paths, labels, probabilities)]
 
     report = {"model": str(args.model), "photos_dir": str(args.photos_dir), "threshold": args.threshold,
               "interpreter": f"{classifier.backend.package} {classifier.backend.version}",
@@ -224,4 +213,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(main())
+    process.exit_with(main())

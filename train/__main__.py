@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from edge_runtime.cli import exit_with, interruptible
-from edge_runtime.errors import EdgeError
+from edge_runtime import process
 
 from .config import add_config_arguments, config_from_args
 
 
-@interruptible
+@process.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="start from a config JSON (e.g. a run's config.json or make tune's best)")
@@ -20,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
+    process.show_tracebacks(args.debug)
     try:
         config = config_from_args(args)
         if args.resume and not config.name:
@@ -30,15 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     from .tensorflow_import import import_tensorflow
     import_tensorflow()
     from . import trainer
-    try:
-        trainer.run(config, resume=args.resume, make_reports=not args.no_reports)
-    except (EdgeError, FileNotFoundError, FileExistsError, ValueError) as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 2)
+    trainer.run(config, resume=args.resume, make_reports=not args.no_reports)
     return 0
 
 
 if __name__ == "__main__":
-    exit_with(main())
+    process.exit_with(main())

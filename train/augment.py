@@ -21,7 +21,7 @@ import numpy as np
 class AugmentConfig:
     max_shift: int = 2  # pixels, each axis; garments in the dataset are centred to within a pixel or two
     flip: bool = True  # left-right mirror: every class is (near) symmetric that way; up-down is not
-    erase_prob: float = 0.5  # random erasing (Zhong et al. 2017): occlusion robustness
+    erase_prob: float = 0.2  # random erasing (Zhong et al. 2017): occlusion robustness
     erase_max_frac: float = 0.3  # largest erased side as a fraction of 28
     contrast_prob: float = 0.0  # random gain/gamma: photos come out of the photo path dimmer or harsher
     blur_prob: float = 0.0  # box blur: photos are softer than the dataset's sharpened images

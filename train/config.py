@@ -17,17 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+# The model zoo's names, in the order the tutorials build them up (train/models.py).
+ZOO = ("mlp", "cnn", "minivgg", "edge")
+
+
 @dataclass
 class TrainConfig:
-    model: str = field(default="edge", metadata={"help": "mlp, cnn, minivgg or edge"})
+    model: str = field(default="edge", metadata={"help": ", ".join(ZOO[:-1]) + " or " + ZOO[-1]})
     width: int | None = field(default=None, metadata={"help": "base number of filters/units (None: the model's default)"})
     dropout: float | None = field(default=None, metadata={"help": "dropout before the classifier (None: the model's default)"})
-    epochs: int = field(default=50, metadata={"help": "maximum epochs (50 of the default edge model, ~20 s each, fit the 20-minute budget on 2 cores)"})
+    epochs: int = field(default=50, metadata={"help": "maximum epochs (the cosine schedule ends at the last one)"})
     batch_size: int = 128
     learning_rate: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW)"})
     lr_schedule: str = field(default="cosine", metadata={"help": "cosine (linear warm-up, cosine decay to 0 at the last epoch) or constant"})
     warmup_epochs: float = 1.0
-    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW decoupled weight decay (0.01 and 0.05 measured no better beyond run-to-run noise; README)"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW decoupled weight decay"})
     label_smoothing: float = 0.1
     max_shift: int = field(default=2, metadata={"help": "augmentation: random shift, pixels"})
     flip: bool = field(default=True, metadata={"help": "augmentation: random left-right flip"})
@@ -40,7 +44,7 @@ class TrainConfig:
     max_minutes: float | None = field(default=None, metadata={"help": "stop starting new epochs after this wall time"})
     seed: int = 0
     train_limit: int | None = field(default=None, metadata={"help": "use only this many training images (quick tries, tests)"})
-    data_dir: str | None = field(default=None, metadata={"help": "Fashion-MNIST directory (default: see README)"})
+    data_dir: str | None = field(default=None, metadata={"help": "Fashion-MNIST directory (default: $FASHION_MNIST_DIR, /usr/share/datasets/fashion-mnist, ~/.keras/datasets/fashion-mnist)"})
     out_dir: str = field(default="runs", metadata={"help": "parent of run directories"})
     name: str | None = field(default=None, metadata={"help": "run directory name (default: <model>-<timestamp>)"})
 

@@ -19,6 +19,9 @@ from keras import layers
 
 from edge_runtime.contract import CLASS_NAMES, INPUT_SHAPE, PIXEL_SCALE
 
+from .config import ZOO
+from .errors import ConfigError
+
 NUM_CLASSES = len(CLASS_NAMES)
 
 
@@ -78,23 +81,21 @@ def edge(width: int = 32, dropout: float = 0.25) -> keras.Model:
     softmax. 16-16-64-64 filters and a dense 96 give 351k parameters (343 KB as
     int8) and 11.3M MACs per image.
 
-    Why this shape, each measured on the 2-core build machine (README, Training):
+    Why this shape (each choice measured: docs/design-log.md):
     - plain 3x3 convs with a bias and fused ReLU: not depthwise-separable
       ones (TensorFlow's depthwise gradients are slow on a CPU, and the
-      budget is wall time), and no BatchNorm (at 14x14 it made an epoch 40%
-      longer, 26 s against 18 s, for about the same accuracy per epoch:
-      94.03% after 40 epochs);
+      budget is wall time), and no BatchNorm (on a CPU it makes an epoch
+      much longer for about the same accuracy per epoch);
     - two narrow convs at full resolution rather than one conv of 32 (v4):
       the same MACs and epoch time, but a 5x5 receptive field before the
-      first pool throws away three pixels in four. Six runs gave
-      94.03-94.67% (mean 94.34%), v4's six 94.14-94.34% (mean 94.21%):
-      at least as good, not certainly better;
+      first pool throws away three pixels in four; at least as accurate,
+      not certainly more;
     - a flatten + dense head, not global average pooling: Fashion-MNIST
       garments are centred, so *where* a feature is carries class
-      information that GAP throws away. With the same 30-epoch recipe the
-      earlier GAP model (12.2M MACs, 158k parameters) reached 93.14%, v4
-      93.85% in less time. The dense layer holds most of the weights
-      (3136 x 96), which is why the width stays <= 32 within 400 KB.
+      information that GAP throws away; a GAP model of about the same MACs
+      was less accurate and slower to train. The dense layer holds most of
+      the weights (3136 x 96), which is why the width stays <= 32 within
+      400 KB.
     Every layer converts to builtin int8 ops: CONV_2D, MAX_POOL_2D,
     FULLY_CONNECTED, SOFTMAX, and for Flatten a RESHAPE (plus SHAPE,
     STRIDED_SLICE and PACK computing its batch size).
@@ -112,13 +113,13 @@ def edge(width: int = 32, dropout: float = 0.25) -> keras.Model:
     return _head(x, inputs, "edge")
 
 
-MODELS = {"mlp": mlp, "cnn": cnn, "minivgg": minivgg, "edge": edge}
+MODELS = dict(zip(ZOO, (mlp, cnn, minivgg, edge)))
 
 
 def build(name: str, width: int | None = None, dropout: float | None = None) -> keras.Model:
     """Build a zoo model by name; width/dropout None keeps the model's default."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
     kwargs = {k: v for k, v in (("width", width), ("dropout", dropout)) if v is not None}
     return MODELS[name](**kwargs)
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import ConfigError
+
 CHOICES = ("auto", "float32", "mixed_bfloat16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -31,7 +33,7 @@ def cpu_has_bf16(cpuinfo: str) -> bool:
 def resolve(precision: str, cpuinfo_path: str = "/proc/cpuinfo") -> str:
     """The Keras dtype policy name for a config's `precision`."""
     if precision not in CHOICES:
-        raise ValueError(f"precision must be one of {', '.join(CHOICES)}, not {precision!r}")
+        raise ConfigError(f"precision must be one of {', '.join(CHOICES)}, not {precision!r}")
     if precision != "auto":
         return precision
     try:

@@ -12,22 +12,26 @@ import numpy as np
 from edge_runtime import atomic
 from edge_runtime.contract import CLASS_NAMES
 
+from .rundir import RunDir
 
-def _plt():
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend."""
     import matplotlib
     matplotlib.use("Agg")  # files only: works over SSH and in CI
     import matplotlib.pyplot as plt
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """Write a figure as PNG atomically and close it."""
     with atomic.atomic_path(path, keep_suffix=True) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
+    pyplot().close(fig)
 
 
 def learning_curves(history: list[dict], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, key in zip(axes, ("loss", "accuracy")):
@@ -37,13 +41,13 @@ def learning_curves(history: list[dict], path: Path) -> None:
         ax.set_title(key)
         ax.grid(alpha=0.3)
         ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def confusion_matrix(cm: np.ndarray, path: Path, title: str = "Confusion matrix (test set)",
                      diverging: bool = False) -> None:
     """Counts with rows = true class, columns = predicted. diverging: for a difference of two matrices."""
-    plt = _plt()
+    plt = pyplot()
     cm = np.asarray(cm)
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     if diverging:
@@ -61,11 +65,11 @@ def confusion_matrix(cm: np.ndarray, path: Path, title: str = "Confusion matrix 
         if v:
             ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
                     color="white" if (not diverging and v > cm.max() / 2) else "black")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def samples_per_class(images: np.ndarray, labels: np.ndarray, path: Path, per_class: int = 8) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(CLASS_NAMES), per_class, figsize=(per_class * 0.9, len(CLASS_NAMES) * 0.95))
     for c, row in enumerate(axes):
         idx = np.flatnonzero(labels == c)[:per_class]
@@ -74,13 +78,13 @@ def samples_per_class(images: np.ndarray, labels: np.ndarray, path: Path, per_cl
         for ax in row:
             ax.axis("off")
         row[0].set_title(CLASS_NAMES[c], fontsize=8, loc="left")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def prediction_montage(images: np.ndarray, true: np.ndarray, predicted: np.ndarray, path: Path,
                        n: int = 48, seed: int = 0) -> None:
     """A random sample of test images, wrong predictions in red and over-sampled so they show up."""
-    plt = _plt()
+    plt = pyplot()
     rng = np.random.default_rng(seed)
     wrong = np.flatnonzero(true != predicted)
     right = np.flatnonzero(true == predicted)
@@ -98,13 +102,13 @@ def prediction_montage(images: np.ndarray, true: np.ndarray, predicted: np.ndarr
         ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)
         ax.set_title(f"{CLASS_NAMES[predicted[i]]}" + ("" if ok else f"\n(true: {CLASS_NAMES[true[i]]})"),
                      fontsize=7, color="green" if ok else "red")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def write_all(run_dir: Path, split, test_images, test_labels, predicted, metrics: dict) -> None:
-    history = json.loads((run_dir / "history.json").read_text())
-    learning_curves(history, run_dir / "learning_curves.png")
-    confusion_matrix(np.array(metrics["confusion_matrix"]), run_dir / "confusion_matrix.png",
+def write_all(run: RunDir, split, test_images, test_labels, predicted, metrics: dict) -> None:
+    history = json.loads(run.history.read_text())
+    learning_curves(history, run.report("learning_curves"))
+    confusion_matrix(np.array(metrics["confusion_matrix"]), run.report("confusion_matrix"),
                      f"{metrics['model']}: test accuracy {metrics['test_accuracy']:.2%}")
-    samples_per_class(split.train_x, split.train_y, run_dir / "samples.png")
-    prediction_montage(test_images, test_labels, predicted, run_dir / "test_predictions.png")
+    samples_per_class(split.train_x, split.train_y, run.report("samples"))
+    prediction_montage(test_images, test_labels, predicted, run.report("test_predictions"))

@@ -1,14 +1,5 @@
 """Train one model and leave everything the converter and a person need in
-one run directory:
-
-    runs/<name>/
-      config.json     the TrainConfig (written first)
-      model.keras     best weights by validation accuracy (atomic; also after Ctrl-C)
-      checkpoint.keras + checkpoint.json   last finished epoch, for --resume
-      history.json    per-epoch loss/accuracy, train and validation
-      metrics.json    test accuracy/loss, per-class P/R/F1, params, MACs, wall time
-      *.png           learning curves, confusion matrix, samples, test montage
-    runs/latest -> <name>   (replaced atomically when a run finishes)
+one run directory (train/rundir.py lists its files).
 
 The test set is touched once, after training, with the best weights.
 """
@@ -27,11 +18,12 @@ import numpy as np
 
 from edge_runtime import atomic, dataset
 from edge_runtime.contract import CLASS_NAMES
+from edge_runtime.evaluation import confusion_counts
 
 from . import augment, precision
 from .config import TrainConfig
-
-CHECKPOINT_STATE = "checkpoint.json"
+from .errors import ConfigError, NoCheckpointError, RunExistsError, TrainingError
+from .rundir import LATEST, RunDir
 
 
 # -- data --------------------------------------------------------------------
@@ -46,16 +38,7 @@ class Split:
 def stratified_split(images: np.ndarray, labels: np.ndarray, val_size: int, seed: int,
                      train_limit: int | None = None) -> Split:
     """Hold out val_size images, the same number from every class. Pure given the seed."""
-    rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
-    per_class = val_size // len(classes)
-    val_idx, train_idx = [], []
-    for c in classes:
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        val_idx.append(idx[:per_class])
-        train_idx.append(idx[per_class:])
-    val_idx = np.sort(np.concatenate(val_idx))
-    train_idx = rng.permutation(np.concatenate(train_idx))
+    val_idx, train_idx = dataset.stratified_indices(labels, val_size // len(np.unique(labels)), seed)
     if train_limit:
         train_idx = train_idx[:train_limit]
     return Split(images[train_idx], labels[train_idx], images[val_idx], labels[val_idx])
@@ -77,7 +60,7 @@ def augment_config(config: TrainConfig) -> augment.AugmentConfig:
                                  contrast_prob=config.contrast_prob, blur_prob=config.blur_prob)
 
 
-def _batches_class():
+def augmented_batches_class():
     import keras
 
     class AugmentedBatches(keras.utils.PyDataset):
@@ -118,7 +101,7 @@ def minutes_left(epoch_seconds: list[float], epochs_done: int, epochs: int) -> f
     return float(np.median(epoch_seconds)) * (epochs - epochs_done) / 60 if epoch_seconds else 0.0
 
 
-def _callbacks(run_dir: Path, config: TrainConfig, start_time: float, best_so_far: float):
+def _callbacks(run: RunDir, config: TrainConfig, start_time: float, best_so_far: float):
     import keras
 
     class Progress(keras.callbacks.Callback):
@@ -146,17 +129,17 @@ def _callbacks(run_dir: Path, config: TrainConfig, start_time: float, best_so_fa
             print(f"epoch {epoch + 1:3d}/{config.epochs}  loss {logs.get('loss', 0):.4f}  acc {logs.get('accuracy', 0):.4f}"
                   f"  val_loss {logs.get('val_loss', 0):.4f}  val_acc {val_acc:.4f}  lr {lr:.2e}  {seconds:5.1f}s"
                   f"  {minutes_so_far:5.1f} min, {left:4.1f} left" + ("  *best" if improved else ""), flush=True)
-            _append_history(run_dir, epoch, logs, lr, seconds)
+            _append_history(run.history, epoch, logs, lr, seconds)
             if improved:
                 self.best, self.wait = val_acc, 0
-                with atomic.atomic_path(run_dir / "model.keras", keep_suffix=True) as tmp:
+                with atomic.atomic_path(run.model, keep_suffix=True) as tmp:
                     float32_copy(self.model, config).save(tmp)
             else:
                 self.wait += 1
             # The resume checkpoint: model with optimizer state, then the epoch it finished.
-            with atomic.atomic_path(run_dir / "checkpoint.keras", keep_suffix=True) as tmp:
+            with atomic.atomic_path(run.checkpoint, keep_suffix=True) as tmp:
                 self.model.save(tmp)
-            atomic.write_text(run_dir / CHECKPOINT_STATE, json.dumps({"epoch": epoch, "best_val_accuracy": self.best}))
+            atomic.write_text(run.checkpoint_state, json.dumps({"epoch": epoch, "best_val_accuracy": self.best}))
             if self.wait >= config.patience:
                 print(f"early stop: val_accuracy has not improved for {config.patience} epochs", flush=True)
                 self.model.stop_training = True
@@ -170,8 +153,7 @@ def _callbacks(run_dir: Path, config: TrainConfig, start_time: float, best_so_fa
     return Progress()
 
 
-def _append_history(run_dir: Path, epoch: int, logs: dict, lr: float, seconds: float) -> None:
-    path = run_dir / "history.json"
+def _append_history(path: Path, epoch: int, logs: dict, lr: float, seconds: float) -> None:
     history = json.loads(path.read_text()) if path.exists() else []
     history = [h for h in history if h["epoch"] < epoch + 1]  # a resumed run rewrites later epochs
     history.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}, "lr": lr, "seconds": seconds})
@@ -199,7 +181,7 @@ def build_and_compile(config: TrainConfig, steps_per_epoch: int, policy: str = "
     elif config.lr_schedule == "constant":
         lr = config.learning_rate
     else:
-        raise ValueError(f"lr_schedule must be cosine or constant, not {config.lr_schedule!r}")
+        raise ConfigError(f"lr_schedule must be cosine or constant, not {config.lr_schedule!r}")
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
                   metrics=["accuracy"])
@@ -221,8 +203,7 @@ def float32_copy(model, config: TrainConfig):
 # -- evaluation --------------------------------------------------------------
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n: int = len(CLASS_NAMES)) -> dict:
     """Accuracy, confusion matrix (rows true, columns predicted) and per-class P/R/F1. Pure."""
-    cm = np.zeros((n, n), dtype=np.int64)
-    np.add.at(cm, (y_true, y_pred), 1)
+    cm = confusion_counts(y_true, y_pred, n)
     tp = np.diag(cm).astype(float)
     precision = np.divide(tp, cm.sum(0), out=np.zeros(n), where=cm.sum(0) > 0)
     recall = np.divide(tp, cm.sum(1), out=np.zeros(n), where=cm.sum(1) > 0)
@@ -246,13 +227,15 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
     start = time.time()
     name = config.name or f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(config.out_dir) / name
+    run = RunDir(run_dir)
     if resume:
-        if not (run_dir / CHECKPOINT_STATE).is_file():
-            raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from (looked for {CHECKPOINT_STATE})")
-    elif (run_dir / "model.keras").exists():
-        raise FileExistsError(f"{run_dir} already holds a trained model; pick another --name or pass --resume")
+        if not run.checkpoint_state.is_file():
+            raise NoCheckpointError(f"{run_dir} has no checkpoint to resume from "
+                                    f"(looked for {run.checkpoint_state.name})")
+    elif run.model.exists():
+        raise RunExistsError(f"{run_dir} already holds a trained model; pick another --name or pass --resume")
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(run_dir / "config.json", config.to_json())
+    atomic.write_text(run.config, config.to_json())
     print(f"run directory: {run_dir}\nconfig:\n{config.to_json()}", flush=True)
 
     data = dataset.load(config.data_dir, allow_download=True)
@@ -266,9 +249,9 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
     steps = math.ceil(len(split.train_x) / config.batch_size)
     first_epoch, best = 0, -1.0
     if resume:
-        state = json.loads((run_dir / CHECKPOINT_STATE).read_text())
+        state = json.loads(run.checkpoint_state.read_text())
         first_epoch, best = state["epoch"] + 1, state["best_val_accuracy"]
-        model = keras.models.load_model(run_dir / "checkpoint.keras")
+        model = keras.models.load_model(run.checkpoint)
         print(f"resuming after epoch {first_epoch} (best val_accuracy so far {best:.4f})", flush=True)
     else:
         model = build_and_compile(config, steps, policy)
@@ -276,8 +259,8 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
           f"{models.count_macs(model) / 1e6:.2f}M MACs per image", flush=True)
 
     aug = augment_config(config)
-    batches = _batches_class()(split.train_x, split.train_y, config.batch_size, aug, config.seed, first_epoch)
-    progress = _callbacks(run_dir, config, start, best)
+    batches = augmented_batches_class()(split.train_x, split.train_y, config.batch_size, aug, config.seed, first_epoch)
+    progress = _callbacks(run, config, start, best)
     interrupted = False
     if first_epoch < config.epochs:
         try:
@@ -287,10 +270,10 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
             interrupted = True
             print("\ninterrupted: finishing with the best checkpoint so far (Ctrl-C again to abort)", flush=True)
     train_seconds = time.time() - start
-    if not (run_dir / "model.keras").exists():
-        raise RuntimeError("training stopped before the first epoch finished; nothing to keep")
+    if not run.model.exists():
+        raise TrainingError("training stopped before the first epoch finished; nothing to keep")
 
-    best_model = keras.models.load_model(run_dir / "model.keras")
+    best_model = keras.models.load_model(run.model)
     probabilities = best_model.predict(data.test_images[..., None], batch_size=512, verbose=0)
     predicted = probabilities.argmax(1)
     test_loss = float(keras.losses.CategoricalCrossentropy()(one_hot(data.test_labels), probabilities))
@@ -299,33 +282,34 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
         "test_accuracy": None,  # filled below, kept first for people reading the file
         "test_loss": test_loss,
         "best_val_accuracy": progress.best,
-        "epochs_run": len(json.loads((run_dir / "history.json").read_text())),
+        "epochs_run": len(json.loads(run.history.read_text())),
         "interrupted": interrupted,
         "parameters": int(best_model.count_params()),
         "macs_per_image": models.count_macs(best_model),
         "train_seconds": round(train_seconds, 1),
         "precision": policy,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
-        "versions": _versions(),
+        "versions": library_versions(),
         **classification_metrics(data.test_labels, predicted),
     }
     metrics["test_accuracy"] = metrics.pop("accuracy")
-    atomic.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    atomic.write_text(run.metrics, json.dumps(metrics, indent=2))
     print(f"test accuracy {metrics['test_accuracy']:.4f}  loss {test_loss:.4f}  "
           f"({metrics['epochs_run']} epochs, {train_seconds / 60:.1f} min)", flush=True)
 
     if make_reports:
         from . import reports
-        reports.write_all(run_dir, split, data.test_images, data.test_labels, predicted, metrics)
+        reports.write_all(run, split, data.test_images, data.test_labels, predicted, metrics)
     if publish:
-        atomic.replace_symlink(Path(config.out_dir) / "latest", name)
-        print(f"wrote {run_dir}; {Path(config.out_dir) / 'latest'} -> {name}", flush=True)
+        atomic.replace_symlink(Path(config.out_dir) / LATEST, name)
+        print(f"wrote {run_dir}; {Path(config.out_dir) / LATEST} -> {name}", flush=True)
     else:
         print(f"wrote {run_dir}", flush=True)
     return run_dir
 
 
-def _versions() -> dict:
+def library_versions() -> dict:
+    """Versions of what trained the model, recorded in metrics.json and the model's metadata."""
     import keras
     import tensorflow as tf
     return {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,

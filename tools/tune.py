@@ -1,4 +1,4 @@
-"""python -m train.tune (make tune): Keras Tuner Hyperband over the edge model's
+"""python -m tools.tune (make tune): Keras Tuner Hyperband over the edge model's
 width, dropout and learning rate, scored on the validation split (never the
 test set). Writes the best settings as a TrainConfig JSON that `make train`
 reads: make train ARGS="--config runs/tune-<stamp>/best_config.json".
@@ -18,18 +18,16 @@ import sys
 import time
 from pathlib import Path
 
-from edge_runtime import atomic, dataset
-from edge_runtime.cli import exit_with, interruptible
-
-from .config import add_config_arguments, config_from_args
+from edge_runtime import atomic, dataset, process
+from train.config import add_config_arguments, config_from_args
 
 # edge widths up to 32 keep the model within 400 KB as int8 (width 32: 351k parameters, 36: 443k)
 SEARCH_SPACE = {"width": [16, 20, 24, 28, 32], "dropout": (0.1, 0.5), "learning_rate": (1e-3, 1e-2)}
 
 
-@interruptible
+@process.command
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.tune", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.tune", description=__doc__.splitlines()[0])
     parser.add_argument("--max_epochs", type=int, default=4, help="Hyperband's most epochs for one trial (default: %(default)s)")
     parser.add_argument("--hyperband_iterations", type=int, default=1, help="default: %(default)s")
     parser.add_argument("--big", action="store_true", help="all training data, max_epochs 15, 2 Hyperband iterations")
@@ -40,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if base.train_limit is None and not args.big:
         base.train_limit = 12000
     max_epochs, iterations = (15, 2) if args.big else (args.max_epochs, args.hyperband_iterations)
-    from .tensorflow_import import import_tensorflow
+    from train.tensorflow_import import import_tensorflow
     import_tensorflow()
     try:
         import keras_tuner
@@ -49,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import keras
 
-    from . import precision, trainer
+    from train import precision, trainer
 
     data = dataset.load(base.data_dir)
     split = trainer.stratified_split(data.train_images, data.train_labels, base.val_size, base.seed, base.train_limit)
@@ -71,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                                   directory=str(out), project_name="hyperband")
     print(f"tuning edge on {len(split.train_x)} training / {len(split.val_x)} validation images, "
           f"max {max_epochs} epochs per trial; results in {out}", flush=True)
-    batches = trainer._batches_class()(split.train_x, split.train_y, base.batch_size, aug, base.seed)
+    batches = trainer.augmented_batches_class()(split.train_x, split.train_y, base.batch_size, aug, base.seed)
     tuner.search(batches, validation_data=(split.val_x[..., None], trainer.one_hot(split.val_y)), verbose=2,
                  callbacks=[keras.callbacks.EarlyStopping("val_accuracy", patience=3)])
     best_trials = tuner.oracle.get_best_trials(1)
@@ -88,4 +86,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(main())
+    process.exit_with(main())

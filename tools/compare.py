@@ -1,4 +1,4 @@
-"""python -m train.compare (make compare): the tutorials' story, measured.
+"""python -m tools.compare (make compare): the tutorials' story, measured.
 
 Trains mlp -> cnn -> minivgg -> edge under the same rules (same data split,
 augmentation, schedule and epoch/time budget), converts each to full int8
@@ -8,7 +8,7 @@ benchmarks/compare.{json,md,png}.
 By default every model gets the same number of epochs. `--model_epochs
 minivgg=20` gives one model its own epoch budget (its cosine schedule then
 ends at epoch 20), which is how slower models get the same *wall-time*
-budget instead: see the README for the 20-minute comparison.
+budget instead: docs/design-log.md has the 20-minute comparison.
 """
 
 from __future__ import annotations
@@ -21,12 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from edge_runtime import atomic
-from edge_runtime.cli import exit_with, interruptible
-
-from .config import TrainConfig, add_config_arguments, config_from_args
-
-MODELS = ("mlp", "cnn", "minivgg", "edge")
+from edge_runtime import atomic, process
+from edge_runtime.deployed import DEPLOYED_VARIANT
+from train.config import ZOO as MODELS, TrainConfig, add_config_arguments, config_from_args
+from train.rundir import RunDir
 
 
 def parse_model_epochs(text: str) -> dict[str, int]:
@@ -51,8 +49,8 @@ def table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from .reports import _plt, _save
-    plt = _plt()
+    from train.reports import pyplot, save_figure
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for r in rows:
         ax.scatter(r["macs_per_image"] / 1e6, r["test_accuracy"] * 100, s=max(20, r["parameters"] / 4000))
@@ -63,12 +61,12 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_ylabel("test top-1 accuracy (%)")
     ax.set_title("Fashion-MNIST: accuracy vs compute (marker area ~ parameters)")
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-@interruptible
+@process.command
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo models (default: %(default)s)")
     parser.add_argument("--bench_dir", default="benchmarks", help="where compare.{json,md,png} go (default: %(default)s)")
     parser.add_argument("--model_epochs", default="", metavar="MODEL=EPOCHS,...",
@@ -88,11 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     def config_for(model: str, name: str | None = None) -> TrainConfig:
         return dataclasses.replace(base, model=model, epochs=model_epochs.get(model, base.epochs), name=name)
 
-    from .tensorflow_import import import_tensorflow
+    from train.tensorflow_import import import_tensorflow
     import_tensorflow()
     from convert.pipeline import ConvertConfig, run as convert_run
-
-    from . import trainer
+    from train import trainer
     stamp = time.strftime("%Y%m%d-%H%M%S")
     bench = Path(args.bench_dir)
     # Rows of models not re-run this time are kept, so one model can be re-run alone
@@ -101,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = {r["model"]: r for r in previous}
     reuse = {}
     for run in map(Path, args.reuse):
-        saved = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-        if not (run / "metrics.json").exists() or dataclasses.replace(saved, name=None) != config_for(saved.model):
+        saved = TrainConfig.from_dict(json.loads(RunDir(run).config.read_text()))
+        if not RunDir(run).metrics.exists() or dataclasses.replace(saved, name=None) != config_for(saved.model):
             parser.error(f"--reuse {run}: not a finished run with the same config as this comparison")
         reuse[saved.model] = (saved, run)
     for model in args.models.split(","):
@@ -112,11 +109,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{model}: reusing {run_dir} (same config)", flush=True)
         else:
             run_dir = trainer.run(config, publish=False)
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = json.loads(RunDir(run_dir).metrics.read_text())
         # Wide gate: compare reports every model's int8 result, it does not deploy anything.
-        report = convert_run(ConvertConfig(run_dir=str(run_dir), out_dir=str(run_dir / "tflite"), variants="int8",
+        report = convert_run(ConvertConfig(run_dir=str(run_dir), out_dir=str(run_dir / "tflite"), variants=DEPLOYED_VARIANT,
                                            data_dir=base.data_dir, max_drop=100, max_class_drop=100))
-        int8 = next(r for r in report["variants"] if r["variant"] == "int8")
+        int8 = next(r for r in report["variants"] if r["variant"] == DEPLOYED_VARIANT)
         rows[model] = {"model": model, "run": str(run_dir), "config": dataclasses.asdict(config),
                        **{k: metrics[k] for k in ("test_accuracy", "parameters", "macs_per_image", "train_seconds",
                                                   "epochs_run")},
@@ -163,4 +160,4 @@ def _write(bench: Path, rows: list[dict], argv) -> None:
     plot(rows, bench / "compare.png")
 
 if __name__ == "__main__":
-    exit_with(main())
+    process.exit_with(main())
