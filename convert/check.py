@@ -75,3 +75,34 @@ def markdown_table(rows: list[dict]) -> str:
         lines.append(f"| {r['variant']} | {r['accuracy']:.2%} | {r['change_pp']:+.2f} | {r['agreement']:.2%} | "
                      f"{r['worst_class']} {r['worst_class_change_pp']:+.1f} pp | {size} | {latency} |")
     return head + "\n".join(lines) + "\n"
+
+
+def photo_table(rows: list[dict]) -> str:
+    """Held-out photos, per variant and source: top-1 of in-class photos, and the shares
+    called unknown at the variant's calibrated threshold. Empty when the run had no photos."""
+    if not any(r.get("photos") for r in rows):
+        return ""
+    lines = ["", "Held-out photos (`unknown`: top score below the threshold calibrated on them):", "",
+             "| variant | photos | in-class top-1 | threshold | in-class unknown | none unknown |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        for source, f in (r.get("photos") or {}).items():
+            def pct(v):
+                return "-" if v is None else f"{v:.1%}"
+            lines.append(f"| {r['variant']} | {source} ({f['photos']} + {f['none_photos']} none) | "
+                         f"{pct(f['accuracy'])} | {r.get('unknown_threshold')} | {pct(f['in_class_unknown'])} | "
+                         f"{pct(f['none_unknown'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def unknown_threshold(probabilities: np.ndarray, labels: np.ndarray, max_in_class_unknown: float = 0.10,
+                      candidates: np.ndarray = np.round(np.arange(0.30, 0.951, 0.05), 2)) -> float | None:
+    """The highest top-score threshold that calls at most `max_in_class_unknown` of the
+    in-class photos `unknown` (labels >= 0; negative labels are photos of no class,
+    which a higher threshold catches more of). None without in-class photos. Pure."""
+    known = labels >= 0
+    if not known.any():
+        return None
+    top = probabilities[known].max(1)
+    allowed = [float(t) for t in candidates if (top < t).mean() <= max_in_class_unknown]
+    return max(allowed) if allowed else float(min(candidates))

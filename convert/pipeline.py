@@ -20,7 +20,7 @@ import numpy as np
 
 from edge_runtime import dataset, metadata
 from edge_runtime.metadata import sha256
-from edge_runtime.classifier import Classifier
+from edge_runtime.classifier import DEFAULT_THRESHOLD, Classifier
 from edge_runtime.contract import CLASS_NAMES, CONTRACT
 from edge_runtime.deployed import DEPLOYED_VARIANT, MODELS_DIR, VARIANTS, model_filename
 from edge_runtime.errors import ModelError
@@ -40,6 +40,7 @@ class ConvertConfig:
     calibration_size: int = field(default=500, metadata={"help": "training images for int8 calibration (class-stratified)"})
     max_drop: float = field(default=0.5, metadata={"help": "gate: largest allowed int8 top-1 drop vs Keras, percentage points"})
     max_class_drop: float = field(default=2.0, metadata={"help": "gate: largest allowed drop for any one class, percentage points"})
+    photo_calibration: int = field(default=100, metadata={"help": "training photos added to the int8 calibration images (runs trained on photos)"})
     latency_runs: int = field(default=200, metadata={"help": "timed single-image runs per variant"})
     seed: int = 0
     data_dir: str | None = field(default=None, metadata={"help": "Fashion-MNIST directory (default: $FASHION_MNIST_DIR, /usr/share/datasets/fashion-mnist, ~/.keras/datasets/fashion-mnist)"})
@@ -114,6 +115,11 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
         if calibration is None:
             calibration = export.stratified_sample(data.train_images, data.train_labels,
                                                    config.calibration_size, config.seed)
+        photo = _run_photos(run_dir)
+        if photo is not None and config.photo_calibration and len(photo.train_x):
+            # Calibrate on both kinds of input: photos reach other activation ranges.
+            pick = np.random.default_rng(config.seed).permutation(len(photo.train_x))[:config.photo_calibration]
+            calibration = np.concatenate([calibration, photo.train_x[np.sort(pick)]])
         labels = data.test_labels
         t = time.perf_counter()
         keras_probs = model.predict(data.test_images[..., None], batch_size=512, verbose=0)
@@ -121,6 +127,10 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
         reference = keras_probs.argmax(1)
         rows = [{"variant": "keras", "accuracy": float((reference == labels).mean()),
                  "size_bytes": keras_path.stat().st_size, "batch_seconds_10k": round(keras_seconds, 2)}]
+        if photo is not None:
+            keras_photo_probs = model.predict(photo.val_x[..., None], verbose=0)
+            rows[0]["unknown_threshold"] = check.unknown_threshold(keras_photo_probs, photo.val_y)
+            rows[0]["photos"] = _photo_figures(keras_photo_probs, photo, rows[0]["unknown_threshold"] or DEFAULT_THRESHOLD)
         predictions = {}
         for variant in config.variant_list():
             t = time.perf_counter()
@@ -137,17 +147,27 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
                    "latency": check.single_image_latency_us(Classifier(path, num_threads=1), data.test_images[0],
                                                             runs=config.latency_runs),
                    "seconds": round(time.perf_counter() - t, 1)}
+            if photo is not None:
+                photo_probs = clf.predict(photo.val_x)
+                row["unknown_threshold"] = check.unknown_threshold(photo_probs, photo.val_y)
+                row["photos"] = _photo_figures(photo_probs, photo, row["unknown_threshold"] or DEFAULT_THRESHOLD)
             rows.append(row)
             # final metadata: the figures this exact FlatBuffer earned
             meta["accuracy"] = {k: row[k] for k in ("accuracy", "change_pp", "agreement", "worst_class",
                                                     "worst_class_change_pp")}
             meta["accuracy"]["keras_accuracy"] = rows[0]["accuracy"]
             meta["accuracy"]["test_images"] = int(len(labels))
+            if row.get("unknown_threshold") is not None:
+                # Calibrated on held-out photos: the runtime's default --threshold for this model.
+                meta["unknown_threshold"] = row["unknown_threshold"]
+                meta["accuracy"]["photos"] = row["photos"]
             path.write_bytes(metadata.embed(flatbuffer, meta))
             metadata.sidecar_path(path).write_text(json.dumps(meta, indent=2))
             print(f"  {variant:8s} top-1 {row['accuracy']:.4f} ({row['change_pp']:+.2f} pp)  agreement "
                   f"{row['agreement']:.4f}  {row['size_bytes'] / 1024:7.1f} KB  "
-                  f"{row['latency']['median_us']:7.1f} µs  [{row['seconds']}s]", flush=True)
+                  f"{row['latency']['median_us']:7.1f} µs  [{row['seconds']}s]"
+                  + "".join(f"  photos ({k}) {v['accuracy']:.4f}" for k, v in (row.get("photos") or {}).items()
+                            if v["accuracy"] is not None), flush=True)
 
         int8 = next(r for r in rows if r["variant"] == DEPLOYED_VARIANT)
         failures = check.gate_failures(int8, check.Gate(config.max_drop, config.max_class_drop), class_names)
@@ -155,7 +175,7 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
                   "keras_sha256": sha256(keras_path.read_bytes()),
                   "test_images": int(len(labels)), "passed": not failures, "failures": failures,
                   "variants": rows, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        table = check.markdown_table(rows)
+        table = check.markdown_table(rows) + check.photo_table(rows)
         (staging / f"{REPORT}.json").write_text(json.dumps(report, indent=2))
         (staging / f"{REPORT}.md").write_text(_markdown(report, table))
         cm_diff = (np.array(classification_metrics(labels, predictions[DEPLOYED_VARIANT])["confusion_matrix"])
@@ -174,6 +194,27 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
         return report
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _run_photos(run_dir: Path):
+    """The run's held-out photos as model inputs, as training made them, or None for a run
+    trained on Fashion-MNIST alone."""
+    from train.config import TrainConfig
+    from train.trainer import training_photos
+    config_path = RunDir(run_dir).config
+    if not config_path.is_file():
+        return None
+    config = TrainConfig.from_dict(json.loads(config_path.read_text()))
+    if not (config.photo_dir or config.photos):
+        return None
+    return training_photos(config)
+
+
+def _photo_figures(probabilities: np.ndarray, photo, threshold: float) -> dict:
+    """Held-out photo figures per source at `threshold` (train/photos.evaluate)."""
+    from train.photos import evaluate
+    return {source: evaluate(probabilities[photo.val_source == source], photo.val_y[photo.val_source == source],
+                             threshold) for source in photo.counts}
 
 
 def _deploy(staging: Path, out_dir: Path) -> None:

@@ -23,6 +23,9 @@ from .interpreter import find_interpreter, open_interpreter
 from .metadata import read_metadata
 
 UNKNOWN = "unknown"
+# A top score below this is `unknown` when the model's metadata has no calibrated
+# `unknown_threshold` (the converter sets one for models trained on photos).
+DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,12 @@ class Result:
         blank wall, a one-colour image), so there is nothing to classify. The
         model's answer for an empty input is arbitrary and can be confident
         (the v4 model calls it Sandal, 0.64)."""
-        return self.best.score < self.threshold or bool(blank(self.model_input[None])[0])
+        return self.best.score < self.threshold or self.nothing_found
+
+    @property
+    def nothing_found(self) -> bool:
+        """No garment stood out from the background: the model input is all black."""
+        return bool(blank(self.model_input[None])[0])
 
     @property
     def label(self) -> str:
@@ -61,6 +69,7 @@ class Result:
             "label": self.label,
             "score": round(self.best.score, 6),
             "top_k": [{"index": p.index, "label": p.label, "score": round(p.score, 6)} for p in self.top_k],
+            "nothing_found": self.nothing_found,
         }
 
 
@@ -123,11 +132,14 @@ def require_model_file(path: str | Path) -> Path:
 
 class Classifier:
     def __init__(self, model_path: str | Path, num_threads: int = 1, metadata: dict | None = None,
-                 threshold: float = 0.0, batch_size: int = 64):
+                 threshold: float | None = 0.0, batch_size: int = 64):
+        """threshold: a top score below it is `unknown`; None means the model's calibrated
+        `unknown_threshold` from its metadata, else DEFAULT_THRESHOLD."""
         self.model_path = require_model_file(model_path)
         self.metadata = metadata if metadata is not None else read_metadata(self.model_path)
         self.labels = list(self.metadata["labels"])
-        self.threshold = threshold
+        self.threshold = (float(self.metadata.get("unknown_threshold", DEFAULT_THRESHOLD))
+                          if threshold is None else threshold)
         self.batch_size = batch_size
         self.backend = find_interpreter()  # which interpreter package runs the model
         try:

@@ -37,8 +37,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="image files, directories (searched recursively for "
                              ".jpg/.jpeg/.png/.webp/.bmp) or glob patterns")
     parser.add_argument("--top_k", type=positive_int, default=3, help="how many classes to show per image")
-    parser.add_argument("--threshold", type=probability, default=0.5,
-                        help="a top score below this is reported as 'unknown'")
+    parser.add_argument("--threshold", type=probability, default=None,
+                        help="a top score below this is reported as 'unknown' "
+                             "(default: the model's calibrated threshold, else 0.5)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per image (path, label, score, top_k, or error)")
     parser.add_argument("--save_input", type=Path, default=None, metavar="DIR",
@@ -97,6 +98,8 @@ def human_line(name: str, result, width: int = 0) -> str:
     For an unknown image every top-k class goes in the parentheses, so the
     best guess is still visible.
     """
+    if result.nothing_found:
+        return f"{printable(name):<{width}}  nothing found (no garment stands out from the background)"
     others = result.top_k if result.is_unknown else result.top_k[1:]
     line = f"{printable(name):<{width}}  {result.label} {result.best.score:.2f}"
     if others:
@@ -161,7 +164,7 @@ def run(args) -> int:
     preprocess = photo.naive_photo_to_input if args.naive else photo.photo_to_input
     if getattr(args, "verbose", False):
         print(f"interpreter: {classifier.backend.package} {classifier.backend.version}; model: {model}; "
-              f"preprocessing: {preprocess.__name__}; threshold: {args.threshold}", file=sys.stderr)
+              f"preprocessing: {preprocess.__name__}; threshold: {classifier.threshold}", file=sys.stderr)
 
     failed = len(unmatched)
     for pattern in unmatched:

@@ -97,6 +97,9 @@ def _check_fields(model_path: Path, metadata: dict) -> None:
             raise bad(key, "an object")
     if not isinstance(metadata.get("accuracy", {}).get("accuracy", 0.0), (int, float)):
         raise bad("accuracy", "an object whose 'accuracy' is a number")
+    threshold = metadata.get("unknown_threshold", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise bad("unknown_threshold", "a number from 0 to 1")
 
 
 def read_metadata(model_path: str | Path) -> dict:

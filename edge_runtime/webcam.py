@@ -191,7 +191,9 @@ def draw_overlay(frame: np.ndarray, box: Box, result, fps: float, latency_ms: fl
     cv2.rectangle(out, (x, y), (x + bw - 1, y + bh - 1), colour, thick)
 
     lines = [f"{i + 1}. {p.label} {p.score:.0%}" for i, p in enumerate(result.top_k)]
-    if result.is_unknown:
+    if result.nothing_found:
+        lines = ["nothing found"]
+    elif result.is_unknown:
         lines.insert(0, "unknown")
     lines.append(f"{latency_ms:.1f} ms  {fps:.1f} fps")
     for i, text in enumerate(lines):
@@ -233,7 +235,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top_k", type=positive_int, default=3, help="labels shown per frame")
     parser.add_argument("--smooth", type=positive_int, default=1,
                         help="average probabilities over the last N frames (1 = off)")
-    parser.add_argument("--threshold", type=probability, default=0.5,
+    parser.add_argument("--threshold", type=probability, default=None,
                         help="below this top probability the label is 'unknown' (as in classify)")
     parser.add_argument("--inset", action="store_true", help="show the 28x28 model input in a corner")
     parser.add_argument("--headless", action="store_true",

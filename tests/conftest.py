@@ -30,11 +30,13 @@ def data_dir():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A real training run, tiny: the `cnn` model (no BatchNorm, so a few
-    hundred steps already give useful predictions) on 3,000 images, 2 epochs."""
+    hundred steps already give useful predictions) on 3,000 images and 200 of
+    the project's real photos, 2 epochs."""
     from train import trainer
     from train.config import TrainConfig
     out = tmp_path_factory.mktemp("runs")
-    config = TrainConfig(model="cnn", epochs=2, train_limit=3000, val_size=1000, out_dir=str(out), name="tiny")
+    config = TrainConfig(model="cnn", epochs=2, train_limit=3000, val_size=1000, photo_limit=200, photo_copies=2,
+                         out_dir=str(out), name="tiny")
     return trainer.run(config)
 
 

@@ -168,6 +168,7 @@ def main(capsys, *args: str) -> tuple[int, str, str]:
 
 def test_json_schema(tiny_int8_model, photos, capsys):
     labels = read_metadata(tiny_int8_model)["labels"]
+    threshold = read_metadata(tiny_int8_model).get("unknown_threshold", 0.5)
     status, out, err = main(capsys, "classify", "--json", "--top_k", "4", "--model", str(tiny_int8_model),
                             str(photos / "good"), str(photos / "bad" / "broken.jpg"))
     assert status == 1
@@ -176,13 +177,13 @@ def test_json_schema(tiny_int8_model, photos, capsys):
     ok = [r for r in records if "error" not in r]
     assert sorted(Path(r["path"]).name for r in ok) == ["a.png", "b.jpg", "c.webp"]
     for r in ok:
-        assert set(r) == {"path", "label", "score", "top_k", "unknown"}
+        assert set(r) == {"path", "label", "score", "top_k", "unknown", "nothing_found"}
         assert len(r["top_k"]) == 4
         scores = [p["score"] for p in r["top_k"]]
         assert scores == sorted(scores, reverse=True) and 0 <= scores[-1] <= scores[0] <= 1
         assert all(p["label"] == labels[p["index"]] for p in r["top_k"])
         assert r["score"] == scores[0]
-        assert r["unknown"] == (r["score"] < 0.5)
+        assert r["unknown"] == (r["score"] < threshold or r["nothing_found"])  # the model's calibrated one
         assert r["label"] == ("unknown" if r["unknown"] else r["top_k"][0]["label"])
     (bad,) = [r for r in records if "error" in r]
     assert Path(bad["path"]).name == "broken.jpg"
@@ -329,3 +330,6 @@ def test_an_image_where_nothing_stands_out_is_unknown_at_any_threshold(tiny_int8
     (record,) = json_lines(out)
     assert status == 0 and record["label"] == "unknown" and record["unknown"] is True
     assert record["top_k"][0]["score"] > 0  # the model's own answer is still reported
+    assert record["nothing_found"] is True
+    _, out, _ = main(capsys, "classify", "--model", str(tiny_int8_model), str(tmp_path / "wall.png"))
+    assert out.strip().endswith("wall.png  nothing found (no garment stands out from the background)")

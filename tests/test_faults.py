@@ -54,7 +54,7 @@ def test_conversion_killed_midway_leaves_deployed_model_untouched(tiny_run, tiny
 
 
 def test_training_killed_keeps_best_checkpoint_and_resumes(tmp_path):
-    args = ["-m", "train", "--model", "mlp", "--train_limit", "2000", "--val_size", "500",
+    args = ["-m", "train", "--model", "mlp", "--train_limit", "2000", "--val_size", "500", "--photo_dir", "",
             "--out_dir", str(tmp_path), "--name", "k", "--no_reports"]
     proc = start([*args, "--epochs", "60"])
     run_dir = tmp_path / "k"

@@ -109,7 +109,7 @@ def interrupted_after(seconds: float, *args: str) -> subprocess.CompletedProcess
 @pytest.mark.parametrize("command", ["train", "convert"])
 def test_ctrl_c_while_loading_is_quiet(command, tiny_run, tmp_path):
     # 1 s: past Python's own start-up, well before TensorFlow has loaded (2-3 s here).
-    args = {"train": ["train", "--epochs", "1", "--train_limit", "500", "--out_dir", str(tmp_path / "runs")],
+    args = {"train": ["train", "--epochs", "1", "--train_limit", "500", "--photo_dir", "", "--out_dir", str(tmp_path / "runs")],
             "convert": ["convert", "--run_dir", str(tiny_run), "--out_dir", str(tmp_path / "models")]}[command]
     r = interrupted_after(1.0, *args)
     assert r.returncode == -signal.SIGINT, r.stderr

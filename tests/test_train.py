@@ -146,7 +146,7 @@ def test_classification_metrics_by_hand():
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path):
-    config = TrainConfig(model="mlp", epochs=1, train_limit=1000, val_size=500, out_dir=str(tmp_path), name="r")
+    config = TrainConfig(model="mlp", epochs=1, train_limit=1000, val_size=500, photo_dir="", out_dir=str(tmp_path), name="r")
     trainer.run(config, make_reports=False)
     config.epochs = 2
     trainer.run(config, resume=True, make_reports=False)
@@ -160,7 +160,7 @@ def test_minutes_left_uses_the_median_epoch():
 
 
 def test_epoch_lines_say_how_long_is_left(tmp_path, capsys):
-    config = TrainConfig(model="mlp", epochs=2, train_limit=1000, val_size=500, out_dir=str(tmp_path), name="eta")
+    config = TrainConfig(model="mlp", epochs=2, train_limit=1000, val_size=500, photo_dir="", out_dir=str(tmp_path), name="eta")
     trainer.run(config, make_reports=False, publish=False)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
     assert len(lines) == 2 and all(" min, " in line and " left" in line for line in lines)
@@ -189,7 +189,7 @@ def test_auto_precision_follows_the_cpu_flags(tmp_path):
 
 def test_mixed_precision_run_saves_a_float32_model_with_the_same_predictions(tmp_path, fashion):
     import keras
-    config = TrainConfig(model="edge", width=8, epochs=1, train_limit=1000, val_size=500,
+    config = TrainConfig(model="edge", width=8, epochs=1, train_limit=1000, val_size=500, photo_dir="",
                          precision="mixed_bfloat16", out_dir=str(tmp_path), name="bf16")
     run_dir = trainer.run(config, make_reports=False, publish=False)
     assert json.loads((run_dir / "metrics.json").read_text())["precision"] == "mixed_bfloat16"

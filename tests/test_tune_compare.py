@@ -23,7 +23,7 @@ def test_tune_writes_a_config_train_reads(tmp_path):
 
 def test_compare_trains_converts_and_tabulates(tmp_path):
     # cnn gets its own epoch budget (how slower models get the same wall time).
-    status = compare.main(["--models", "mlp,cnn", "--epochs", "1", "--model_epochs", "cnn=2", "--train_limit", "1000",
+    status = compare.main(["--models", "mlp,cnn", "--epochs", "1", "--model_epochs", "cnn=2", "--train_limit", "1000", "--photo_dir", "",
                            "--val_size", "500", "--out_dir", str(tmp_path / "runs"),
                            "--bench_dir", str(tmp_path / "bench")])
     assert status == 0
@@ -38,7 +38,7 @@ def test_compare_trains_converts_and_tabulates(tmp_path):
     assert not (tmp_path / "runs" / "latest").exists()  # comparison runs never replace the user's latest run
     assert (tmp_path / "bench" / "compare.png").stat().st_size > 0
     # Re-running one model replaces its row and keeps the others.
-    assert compare.main(["--models", "mlp", "--epochs", "1", "--train_limit", "1000", "--val_size", "500",
+    assert compare.main(["--models", "mlp", "--epochs", "1", "--train_limit", "1000", "--photo_dir", "", "--val_size", "500",
                          "--out_dir", str(tmp_path / "runs"), "--bench_dir", str(tmp_path / "bench")]) == 0
     again = json.loads((tmp_path / "bench" / "compare.json").read_text())["models"]
     assert [r["model"] for r in again] == ["mlp", "cnn"]
@@ -46,7 +46,7 @@ def test_compare_trains_converts_and_tabulates(tmp_path):
     # A finished run with the same config can stand in for training again.
     cnn_run = result["models"][1]["run"]
     assert compare.main(["--models", "cnn", "--reuse", cnn_run, "--epochs", "1", "--model_epochs", "cnn=2",
-                         "--train_limit", "1000", "--val_size", "500", "--out_dir", str(tmp_path / "runs"),
+                         "--train_limit", "1000", "--photo_dir", "", "--val_size", "500", "--out_dir", str(tmp_path / "runs"),
                          "--bench_dir", str(tmp_path / "bench")]) == 0
     reused = json.loads((tmp_path / "bench" / "compare.json").read_text())["models"][1]
     assert reused["run"] == cnn_run and reused["test_accuracy"] == result["models"][1]["test_accuracy"]

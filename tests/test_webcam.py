@@ -197,7 +197,7 @@ def test_draw_overlay_box_labels_and_inset():
 def test_json_record():
     fr = webcam.FrameResult(7, 1_700_000_000.5, np.zeros((2, 2, 3), np.uint8), (0, 0, 2, 2), make_result(), 3.14159)
     record = webcam.json_record(fr)
-    assert list(record) == ["time", "frame", "label", "score", "top_k", "unknown", "latency_ms"]
+    assert list(record) == ["time", "frame", "label", "score", "top_k", "nothing_found", "unknown", "latency_ms"]
     assert record["time"] == "2023-11-14T22:13:20.500+00:00" and record["frame"] == 7
     assert record["label"] == "Sneaker" and record["latency_ms"] == 3.142
     assert record["top_k"][1] == {"index": 1, "label": "Sandal", "score": pytest.approx(0.2)}

@@ -58,10 +58,10 @@ class RunDir:
         return self.path / "checkpoint.json"
 
     def report(self, name: str) -> Path:
-        """One of REPORTS: learning_curves, confusion_matrix, samples, test_predictions."""
+        """One of REPORTS, as a PNG path."""
         if name not in REPORTS:
             raise ValueError(f"unknown report {name!r}; one of {', '.join(REPORTS)}")
         return self.path / f"{name}.png"
 
 
-REPORTS = ("learning_curves", "confusion_matrix", "samples", "test_predictions")
+REPORTS = ("learning_curves", "confusion_matrix", "samples", "test_predictions", "photo_predictions")

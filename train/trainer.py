@@ -44,6 +44,23 @@ def stratified_split(images: np.ndarray, labels: np.ndarray, val_size: int, seed
     return Split(images[train_idx], labels[train_idx], images[val_idx], labels[val_idx])
 
 
+def training_photos(config: TrainConfig):
+    """The run's real photos as model inputs (train/photos.py), or None without any."""
+    from edge_runtime.contract import IMAGE_HEIGHT, IMAGE_WIDTH
+
+    from . import photos
+    sources = {}
+    if config.photo_dir:
+        sources["photo_dir"] = photos.load_labelled(photos.find_photo_dir(config.photo_dir), list(CLASS_NAMES))
+    if config.photos:
+        sources["photos"] = photos.load_folders(Path(config.photos), list(CLASS_NAMES))
+    if not sources:
+        return None
+    sources = {k: photos.limited(v, config.photo_limit, config.seed) for k, v in sources.items()}
+    return photos.prepare(sources, config.photo_copies, config.photo_val_fraction, config.seed,
+                          len(CLASS_NAMES), (IMAGE_HEIGHT, IMAGE_WIDTH))
+
+
 def one_hot(labels: np.ndarray, n: int = len(CLASS_NAMES)) -> np.ndarray:
     return np.eye(n, dtype=np.float32)[labels]
 
@@ -66,9 +83,10 @@ def augmented_batches_class():
     class AugmentedBatches(keras.utils.PyDataset):
         """One freshly augmented, shuffled copy of the training set per epoch."""
 
-        def __init__(self, x, y, batch_size, aug: augment.AugmentConfig, seed: int, first_epoch: int = 0):
+        def __init__(self, x, targets, batch_size, aug: augment.AugmentConfig, seed: int, first_epoch: int = 0):
+            """x: uint8 (N, 28, 28); targets: float32 (N, C), one-hot or soft."""
             super().__init__()
-            self.x, self.y, self.batch_size, self.aug, self.seed = x, one_hot(y), batch_size, aug, seed
+            self.x, self.y, self.batch_size, self.aug, self.seed = x, targets, batch_size, aug, seed
             self.epoch = first_epoch
             self._prepare()
 
@@ -242,11 +260,24 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
     split = stratified_split(data.train_images, data.train_labels, config.val_size, config.seed, config.train_limit)
     print(f"data: {data.source}  train {len(split.train_x)}  validation {len(split.val_x)}  "
           f"test {len(data.test_images)} (used once, at the end)", flush=True)
+    t = time.time()
+    photo = training_photos(config)
+    train_x, train_targets = split.train_x, one_hot(split.train_y)
+    val_x, val_targets = split.val_x, one_hot(split.val_y)
+    if photo is not None:
+        # In-class held-out photos join the validation set; `none` ones have no right answer.
+        known = photo.val_y >= 0
+        train_x = np.concatenate([train_x, photo.train_x])
+        train_targets = np.concatenate([train_targets, photo.train_targets])
+        val_x = np.concatenate([val_x, photo.val_x[known]])
+        val_targets = np.concatenate([val_targets, one_hot(photo.val_y[known])])
+        print(f"photos: {json.dumps(photo.counts)}, {config.photo_copies} copies of each training photo "
+              f"({len(photo.train_x)} inputs, {time.time() - t:.0f} s)", flush=True)
 
     keras.utils.set_random_seed(config.seed)
     policy = precision.resolve(config.precision)
     print(f"precision: {policy}", flush=True)
-    steps = math.ceil(len(split.train_x) / config.batch_size)
+    steps = math.ceil(len(train_x) / config.batch_size)
     first_epoch, best = 0, -1.0
     if resume:
         state = json.loads(run.checkpoint_state.read_text())
@@ -259,13 +290,13 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
           f"{models.count_macs(model) / 1e6:.2f}M MACs per image", flush=True)
 
     aug = augment_config(config)
-    batches = augmented_batches_class()(split.train_x, split.train_y, config.batch_size, aug, config.seed, first_epoch)
+    batches = augmented_batches_class()(train_x, train_targets, config.batch_size, aug, config.seed, first_epoch)
     progress = _callbacks(run, config, start, best)
     interrupted = False
     if first_epoch < config.epochs:
         try:
             model.fit(batches, epochs=config.epochs, initial_epoch=first_epoch, verbose=0,
-                      validation_data=(split.val_x[..., None], one_hot(split.val_y)), callbacks=[progress])
+                      validation_data=(val_x[..., None], val_targets), callbacks=[progress])
         except KeyboardInterrupt:
             interrupted = True
             print("\ninterrupted: finishing with the best checkpoint so far (Ctrl-C again to abort)", flush=True)
@@ -293,13 +324,30 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
         **classification_metrics(data.test_labels, predicted),
     }
     metrics["test_accuracy"] = metrics.pop("accuracy")
+    photo_predicted = None
+    if photo is not None:
+        from . import photos
+        photo_probabilities = best_model.predict(photo.val_x[..., None], batch_size=512, verbose=0)
+        photo_predicted = photo_probabilities.argmax(1)
+        metrics["photos"] = {"counts": photo.counts, "copies": config.photo_copies,
+                             **{f"val_{source}": photos.evaluate(photo_probabilities[photo.val_source == source],
+                                                                 photo.val_y[photo.val_source == source])
+                                for source in photo.counts}}
     atomic.write_text(run.metrics, json.dumps(metrics, indent=2))
     print(f"test accuracy {metrics['test_accuracy']:.4f}  loss {test_loss:.4f}  "
           f"({metrics['epochs_run']} epochs, {train_seconds / 60:.1f} min)", flush=True)
+    for key, figures in (metrics.get("photos") or {}).items():
+        if key.startswith("val_"):
+            print(f"held-out photos ({key[4:]}): {json.dumps(figures)}", flush=True)
 
     if make_reports:
         from . import reports
         reports.write_all(run, split, data.test_images, data.test_labels, predicted, metrics)
+        if photo is not None and photo_predicted is not None:
+            known = photo.val_y >= 0
+            if known.any():
+                reports.prediction_montage(photo.val_x[known], photo.val_y[known], photo_predicted[known],
+                                           run.report("photo_predictions"))
     if publish:
         atomic.replace_symlink(Path(config.out_dir) / LATEST, name)
         print(f"wrote {run_dir}; {Path(config.out_dir) / LATEST} -> {name}", flush=True)

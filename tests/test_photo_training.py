@@ -1,0 +1,161 @@
+"""Real photos in training (train/photos.py) and the project's photo set
+(data/photos, tools/photo_set.py): the committed set is complete and valid,
+the pure pieces behave, a user's class folders load, bad input is a DataError."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_runtime.contract import CLASS_NAMES
+from edge_runtime.errors import DataError
+from edge_runtime.photo import photo_to_input
+from tools import photo_set
+from train import photos
+
+from conftest import SHARED
+
+NAMES = list(CLASS_NAMES)
+
+
+def test_the_committed_photo_set_is_complete_labelled_and_small():
+    rows = photos.read_labels(photos.DEFAULT_PHOTO_DIR)
+    assert len(rows) > 2000
+    assert all(photos.class_index(r["label"], NAMES) is not None for r in rows)
+    sizes = 0
+    for r in rows:
+        path = photos.DEFAULT_PHOTO_DIR / r["file"]
+        sizes += path.stat().st_size
+        assert len(r["source_sha256"]) == 64
+    assert sizes < 20e6  # the copy lives in git
+    labels = {r["label"] for r in rows}
+    assert {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Shirt", "Sneaker", "none"} <= labels
+    excluded = {r["source"] for r in csv.DictReader(open(photos.DEFAULT_PHOTO_DIR / photo_set.EXCLUDED))}
+    assert not excluded & {r["source"] for r in rows}
+
+
+def test_stored_photos_are_at_most_the_stored_side():
+    rows = photos.read_labels(photos.DEFAULT_PHOTO_DIR)[::97]
+    for r in rows:
+        image = cv2.imread(str(photos.DEFAULT_PHOTO_DIR / r["file"]))
+        assert image is not None and max(image.shape[:2]) <= photo_set.STORED_SIDE
+
+
+def test_class_index_matches_folder_names_to_classes():
+    assert photos.class_index("T-shirt/top", NAMES) == 0
+    assert photos.class_index("t-shirt", NAMES) == 0
+    assert photos.class_index("tshirt_top", NAMES) == 0
+    assert photos.class_index("ankle boot", NAMES) == 9
+    assert photos.class_index("Ankle_Boot", NAMES) == 9
+    assert photos.class_index("none", NAMES) == photos.NONE_INDEX
+    assert photos.class_index("hat", NAMES) is None
+
+
+def test_targets_are_one_hot_or_even_for_none():
+    t = photos.targets(np.array([2, photos.NONE_INDEX]), 10)
+    assert t.dtype == np.float32 and t.shape == (2, 10)
+    assert t[0, 2] == 1.0 and t[0].sum() == 1.0
+    assert np.allclose(t[1], 0.1)
+
+
+def test_stratified_split_holds_out_a_share_of_every_label_and_is_seeded():
+    labels = np.array([0] * 20 + [1] * 10 + [photos.NONE_INDEX] * 10 + [5] * 2)
+    train, val = photos.stratified_split(labels, 0.2, seed=3)
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(len(labels)))
+    assert [int((labels[val] == c).sum()) for c in (0, 1, photos.NONE_INDEX, 5)] == [4, 2, 2, 1]
+    again = photos.stratified_split(labels, 0.2, seed=3)
+    assert np.array_equal(val, again[1])
+
+
+def garment_on_floor(seed: int, h: int = 120, w: int = 160) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = np.full((h, w, 3), (60, 110, 150), np.uint8) + rng.integers(0, 8, (h, w, 3), dtype=np.uint8)
+    cv2.rectangle(image, (50, 25), (110, 100), (200, 60, 30), -1)
+    return image
+
+
+def test_augment_photo_is_a_seeded_photo_of_similar_size():
+    image = garment_on_floor(0)
+    aug = photos.PhotoAugment()
+    a = photos.augment_photo(image, aug, np.random.default_rng(1))
+    b = photos.augment_photo(image, aug, np.random.default_rng(1))
+    assert np.array_equal(a, b) and a.dtype == np.uint8 and a.ndim == 3
+    assert 0.8 * 120 - 1 <= a.shape[0] <= 120 and 0.8 * 160 - 1 <= a.shape[1] <= 160
+    assert not np.array_equal(a, image[:a.shape[0], :a.shape[1]])
+
+
+def test_model_inputs_go_through_the_runtime_preprocessing():
+    images = [garment_on_floor(i) for i in range(3)]
+    ps = photos.PhotoSet(images, np.array([0, 1, photos.NONE_INDEX]), ["a", "b", "c"])
+    x, y = photos.model_inputs(ps, copies=2, aug=photos.PhotoAugment(), seed=0, size=(28, 28))
+    assert x.shape == (6, 28, 28) and x.dtype == np.uint8
+    assert y.tolist() == [0, 1, photos.NONE_INDEX] * 2
+    assert np.array_equal(x[0], photo_to_input(images[0]))  # copy 0 is the photo as it is
+
+
+def test_evaluate_reports_accuracy_and_unknown_shares():
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.55, 0.45], [0.5, 0.5]], np.float32)
+    figures = photos.evaluate(probs, np.array([0, 0, photos.NONE_INDEX, photos.NONE_INDEX]), threshold=0.56)
+    assert figures == {"photos": 2, "none_photos": 2, "accuracy": 0.5, "in_class_unknown": 0.0,
+                       "none_unknown": 1.0}
+
+
+def test_a_users_class_folders_load(tmp_path):
+    for folder, n in (("Sneaker", 2), ("t-shirt", 1), ("none", 1)):
+        (tmp_path / folder).mkdir()
+        for i in range(n):
+            cv2.imwrite(str(tmp_path / folder / f"{i}.jpg"), garment_on_floor(i))
+    (tmp_path / "Sneaker" / "notes.txt").write_text("not an image")
+    ps = photos.load_folders(tmp_path, NAMES)
+    assert sorted(ps.labels.tolist()) == [photos.NONE_INDEX, 0, 7, 7]
+    assert all(im.ndim == 3 for im in ps.images)
+
+
+def test_bad_photo_folders_and_labels_are_data_errors(tmp_path):
+    (tmp_path / "hat").mkdir()
+    with pytest.raises(DataError, match="folder 'hat' names no class"):
+        photos.load_folders(tmp_path, NAMES)
+    with pytest.raises(DataError, match="not a directory"):
+        photos.load_folders(tmp_path / "missing", NAMES)
+    (tmp_path / "labels.csv").write_text("file,label\n../outside.jpg,Sneaker\n")
+    with pytest.raises(DataError, match="outside"):
+        photos.load_labelled(tmp_path, NAMES)
+    (tmp_path / "labels.csv").write_text("file,label\na.jpg,Hat\n")
+    with pytest.raises(DataError, match="'Hat' is not one of the model's classes"):
+        photos.load_labelled(tmp_path, NAMES)
+    with pytest.raises(DataError, match="no labels.csv there"):
+        photos.find_photo_dir(str(tmp_path / "nowhere"))
+
+
+def test_rebuild_checks_each_source_photo_and_writes_the_shrunk_copy(tmp_path):
+    source = tmp_path / "source" / "t-shirt"
+    source.mkdir(parents=True)
+    big = garment_on_floor(0, 400, 533)
+    data = cv2.imencode(".jpg", big)[1].tobytes()
+    (source / "x.jpg").write_bytes(data)
+    out = tmp_path / "photos"
+    out.mkdir()
+    row = f"images/t-shirt/x.jpg,T-shirt/top,t-shirt/x.jpg,{hashlib.sha256(data).hexdigest()},\n"
+    (out / "labels.csv").write_text("file,label,source,source_sha256,notes\n" + row)
+    assert photo_set.rebuild(tmp_path / "source", out) == 1
+    stored = cv2.imread(str(out / "images" / "t-shirt" / "x.jpg"))
+    assert max(stored.shape[:2]) == photo_set.STORED_SIDE
+    (source / "x.jpg").write_bytes(data + b"changed")
+    with pytest.raises(DataError, match="SHA-256 differs"):
+        photo_set.rebuild(tmp_path / "source", out)
+
+
+@pytest.mark.skipif(not (SHARED / "photo-train").is_dir(), reason=f"{SHARED}/photo-train is absent")
+def test_the_committed_copy_matches_a_rebuild_from_the_source(tmp_path):
+    rows = photos.read_labels(photos.DEFAULT_PHOTO_DIR)[::250]
+    (tmp_path / "labels.csv").write_text("file,label,source,source_sha256,notes\n" + "".join(
+        f"{r['file']},{r['label']},{r['source']},{r['source_sha256']},\n" for r in rows))
+    photo_set.rebuild(SHARED / "photo-train", tmp_path)
+    for r in rows:
+        rebuilt = cv2.imread(str(tmp_path / r["file"])).astype(int)
+        committed = cv2.imread(str(photos.DEFAULT_PHOTO_DIR / r["file"])).astype(int)
+        assert rebuilt.shape == committed.shape and np.abs(rebuilt - committed).mean() < 1.0
