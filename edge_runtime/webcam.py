@@ -242,6 +242,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="no window: one JSON line per frame on stdout (automatic without a display)")
     parser.add_argument("--save", type=Path, default=None, metavar="OUT.mp4",
                         help="record annotated frames (.mp4 mp4v, .avi MJPG)")
+    parser.add_argument("--collect", type=Path, default=None, metavar="DIR",
+                        help="in the window, keys 0-9 save the classified region as a photo of that class "
+                             "(n: of none) into DIR/<class>/, the layout `python -m train --photos DIR` reads")
     parser.add_argument("--loop", action="store_true", help="replay a video file at its end")
     parser.add_argument("--max_frames", type=count(0), default=0, help="stop after N classified frames (0 = no limit)")
     parser.add_argument("--reconnect_timeout", type=non_negative_number, default=60.0,
@@ -335,13 +338,22 @@ def open_window(headless: bool) -> bool:
     return window
 
 
-def show(frame: np.ndarray) -> bool:
-    """Show a frame; False when the user pressed q or Esc or closed the window."""
+def show(frame: np.ndarray) -> tuple[bool, int]:
+    """Show a frame: (False when the user pressed q or Esc or closed the window, the key pressed)."""
     import cv2
 
     cv2.imshow(WINDOW_TITLE, frame)
     key = cv2.waitKey(1) & 0xFF
-    return key not in (ord("q"), 27) and cv2.getWindowProperty(WINDOW_TITLE, cv2.WND_PROP_VISIBLE) >= 1
+    return key not in (ord("q"), 27) and cv2.getWindowProperty(WINDOW_TITLE, cv2.WND_PROP_VISIBLE) >= 1, key
+
+
+def collect_label(key: int, labels: list[str]) -> str | None:
+    """The label a key saves a frame under with --collect: 0-9 the class of that index,
+    n `none`; None for any other key. Pure."""
+    from .collect import NONE
+    if ord("0") <= key <= ord("9") and key - ord("0") < len(labels):
+        return labels[key - ord("0")]
+    return NONE if key == ord("n") else None
 
 
 def source_fps(stream) -> float:
@@ -400,9 +412,17 @@ def run(args) -> int:
                             import cv2
                             annotated = cv2.resize(annotated, save_size, interpolation=cv2.INTER_AREA)
                         writer.write(annotated)
-                    if window and not show(annotated):
-                        stats["reason"] = "quit"
-                        break
+                    if window:
+                        keep_running, key = show(annotated)
+                        if not keep_running:
+                            stats["reason"] = "quit"
+                            break
+                        label = collect_label(key, classifier.labels) if args.collect else None
+                        if label is not None:
+                            from .collect import save_frame
+                            x, y, w, h = fr.box
+                            saved = save_frame(args.collect, label, classifier.labels, fr.frame[y:y + h, x:x + w])
+                            print(f"saved {saved}", file=sys.stderr, flush=True)
                 if stop.event.is_set():
                     break
                 if args.max_frames and stats["count"] >= args.max_frames:

@@ -159,3 +159,25 @@ def test_the_committed_copy_matches_a_rebuild_from_the_source(tmp_path):
         rebuilt = cv2.imread(str(tmp_path / r["file"])).astype(int)
         committed = cv2.imread(str(photos.DEFAULT_PHOTO_DIR / r["file"])).astype(int)
         assert rebuilt.shape == committed.shape and np.abs(rebuilt - committed).mean() < 1.0
+
+
+def test_unknown_threshold_is_the_highest_that_keeps_in_class_unknown_under_the_limit():
+    from convert.check import unknown_threshold
+    # in-class top scores 0.35 .. 0.95 (ten photos); a none photo at 0.4
+    tops = np.array([0.35, 0.62, 0.68, 0.72, 0.77, 0.81, 0.85, 0.9, 0.93, 0.95, 0.4])
+    probs = np.stack([tops, (1 - tops) / 2, (1 - tops) / 2], axis=1)  # the top score is the first
+    labels = np.array([0] * 10 + [photos.NONE_INDEX])
+    assert unknown_threshold(probs, labels, 0.10) == 0.6  # 0.35 is the one allowed below it
+    assert unknown_threshold(probs, labels, 0.0) == 0.35
+    assert unknown_threshold(probs[10:], labels[10:]) is None  # no in-class photos: nothing to calibrate on
+
+
+def test_own_photo_picks_leave_every_class_something_to_evaluate():
+    from tools.own_photos import figures, pick_own
+    labels = np.array([0] * 6 + [1] * 3 + [2] * 12 + [-1] * 4)
+    own = pick_own(labels, 5, seed=0)
+    assert sorted(labels[own].tolist()) == [0] * 5 + [2] * 5  # class 1 has too few to give 5 and keep one
+    assert np.array_equal(own, pick_own(labels, 5, seed=0))
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.45, 0.55], [0.3, 0.7]])
+    f = figures(probs, np.array([0, 0, -1, -1]), 0.6)
+    assert f == {"in_class": 2, "ood": 2, "top1": 0.5, "in_class_unknown": 0.0, "ood_unknown": 0.5}

@@ -160,7 +160,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="a .tflite model with metadata")
     parser.add_argument("--photos_dir", type=Path, default=DEFAULT_PHOTOS, help="the labelled photo set")
-    parser.add_argument("--threshold", type=probability, default=0.5, help="top score below this = unknown")
+    parser.add_argument("--threshold", type=probability, default=None,
+                        help="top score below this = unknown (default: the model's calibrated threshold, else 0.5)")
     parser.add_argument("--naive", action="store_true", help="also evaluate the naive baseline preprocessing")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/real_photos"), help="output directory")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads")
@@ -181,7 +182,7 @@ def main(argv=None) -> int:
     from edge_runtime import photo
     from edge_runtime.classifier import Classifier
 
-    classifier = Classifier(args.model, num_threads=args.threads)
+    classifier = Classifier(args.model, num_threads=args.threads, threshold=args.threshold)
     rows = read_labels(args.photos_dir)
     paths, labels = [p for p, _ in rows], np.array([label for _, label in rows])
     variants = {"photo_to_input": photo.photo_to_input}
@@ -195,12 +196,12 @@ def main(argv=None) -> int:
         probabilities = classifier.predict(inputs)
         if name == "photo_to_input" and args.write_golden:
             write_golden(args.write_golden, args.model, paths, labels, inputs, probabilities.argmax(1), args.photos_dir)
-        results[name] = evaluate(probabilities, labels, args.threshold, classifier.labels, inputs)
+        results[name] = evaluate(probabilities, labels, classifier.threshold, classifier.labels, inputs)
         results[name]["predictions"] = [
             {"file": str(p.relative_to(args.photos_dir)), "label": int(t), "predicted": int(q.argmax()),
              "score": round(float(q.max()), 4)} for p, t, q in zip(paths, labels, probabilities)]
 
-    report = {"model": str(args.model), "photos_dir": str(args.photos_dir), "threshold": args.threshold,
+    report = {"model": str(args.model), "photos_dir": str(args.photos_dir), "threshold": classifier.threshold,
               "interpreter": f"{classifier.backend.package} {classifier.backend.version}",
               "labels": classifier.labels, "in_distribution": int((labels != OOD).sum()),
               "out_of_distribution": int((labels == OOD).sum()), "results": results}

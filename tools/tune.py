@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                                   directory=str(out), project_name="hyperband")
     print(f"tuning edge on {len(split.train_x)} training / {len(split.val_x)} validation images, "
           f"max {max_epochs} epochs per trial; results in {out}", flush=True)
-    batches = trainer.augmented_batches_class()(split.train_x, split.train_y, base.batch_size, aug, base.seed)
+    batches = trainer.augmented_batches_class()(split.train_x, trainer.one_hot(split.train_y), base.batch_size, aug, base.seed)
     tuner.search(batches, validation_data=(split.val_x[..., None], trainer.one_hot(split.val_y)), verbose=2,
                  callbacks=[keras.callbacks.EarlyStopping("val_accuracy", patience=3)])
     best_trials = tuner.oracle.get_best_trials(1)

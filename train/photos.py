@@ -238,13 +238,13 @@ class TrainingPhotos:
     counts: dict  # per source: photos for training and for validation
 
 
-def prepare(sources: dict[str, PhotoSet], copies: int, val_fraction: float, seed: int,
+def prepare(sources: dict[str, PhotoSet], copies: dict[str, int], val_fraction: float, seed: int,
             n_classes: int, size: tuple[int, int], aug: PhotoAugment = PhotoAugment()) -> TrainingPhotos:
-    """Split every source (stratified), make the model inputs."""
+    """Split every source (stratified), make the model inputs: copies[source] of each training photo."""
     train_x, train_y, val_x, val_y, val_source, counts = [], [], [], [], [], {}
     for name, photos in sources.items():
         train_idx, val_idx = stratified_split(photos.labels, val_fraction, seed)
-        x, y = model_inputs(photos.subset(train_idx), copies, aug, seed, size)
+        x, y = model_inputs(photos.subset(train_idx), copies[name], aug, seed, size)
         vx, vy = model_inputs(photos.subset(val_idx), 1, None, seed, size)
         train_x.append(x)
         train_y.append(y)

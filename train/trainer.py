@@ -6,6 +6,7 @@ The test set is touched once, after training, with the best weights.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -57,8 +58,19 @@ def training_photos(config: TrainConfig):
     if not sources:
         return None
     sources = {k: photos.limited(v, config.photo_limit, config.seed) for k, v in sources.items()}
-    return photos.prepare(sources, config.photo_copies, config.photo_val_fraction, config.seed,
+    copies = {"photo_dir": config.photo_copies, "photos": config.own_photo_copies}
+    return photos.prepare(sources, copies, config.photo_val_fraction, config.seed,
                           len(CLASS_NAMES), (IMAGE_HEIGHT, IMAGE_WIDTH))
+
+
+def with_base_architecture(config: TrainConfig) -> TrainConfig:
+    """For --init_from: the config with the base run's model, width and dropout, so its
+    weights fit. ConfigError when the base run is not a finished run."""
+    base = RunDir(Path(config.init_from))
+    if not base.model.is_file() or not base.config.is_file():
+        raise ConfigError(f"--init_from {config.init_from}: not a finished training run (no {base.model.name})")
+    saved = TrainConfig.from_dict(json.loads(base.config.read_text()))
+    return dataclasses.replace(config, model=saved.model, width=saved.width, dropout=saved.dropout)
 
 
 def one_hot(labels: np.ndarray, n: int = len(CLASS_NAMES)) -> np.ndarray:
@@ -243,6 +255,8 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
 
     from . import models
     start = time.time()
+    if config.init_from:
+        config = with_base_architecture(config)
     name = config.name or f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(config.out_dir) / name
     run = RunDir(run_dir)
@@ -271,8 +285,8 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
         train_targets = np.concatenate([train_targets, photo.train_targets])
         val_x = np.concatenate([val_x, photo.val_x[known]])
         val_targets = np.concatenate([val_targets, one_hot(photo.val_y[known])])
-        print(f"photos: {json.dumps(photo.counts)}, {config.photo_copies} copies of each training photo "
-              f"({len(photo.train_x)} inputs, {time.time() - t:.0f} s)", flush=True)
+        print(f"photos: {json.dumps(photo.counts)} ({len(photo.train_x)} augmented training inputs, "
+              f"{time.time() - t:.0f} s)", flush=True)
 
     keras.utils.set_random_seed(config.seed)
     policy = precision.resolve(config.precision)
@@ -286,6 +300,9 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
         print(f"resuming after epoch {first_epoch} (best val_accuracy so far {best:.4f})", flush=True)
     else:
         model = build_and_compile(config, steps, policy)
+        if config.init_from:
+            model.set_weights(keras.models.load_model(RunDir(Path(config.init_from)).model).get_weights())
+            print(f"starting from the weights of {config.init_from}", flush=True)
     print(f"model {config.model}: {model.count_params():,} parameters, "
           f"{models.count_macs(model) / 1e6:.2f}M MACs per image", flush=True)
 
@@ -329,7 +346,7 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
         from . import photos
         photo_probabilities = best_model.predict(photo.val_x[..., None], batch_size=512, verbose=0)
         photo_predicted = photo_probabilities.argmax(1)
-        metrics["photos"] = {"counts": photo.counts, "copies": config.photo_copies,
+        metrics["photos"] = {"counts": photo.counts,
                              **{f"val_{source}": photos.evaluate(photo_probabilities[photo.val_source == source],
                                                                  photo.val_y[photo.val_source == source])
                                 for source in photo.counts}}
