@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data train convert test compare tune bench classify webcam doctor real-photos pi-bundle pi-check clean
+.PHONY: help venv data train convert test compare tune bench classify webcam serve doctor real-photos pi-bundle pi-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,11 +53,15 @@ classify: $(STAMP) ## classify images: make classify ARGS="photo.jpg more/"
 webcam: $(STAMP) ## classify webcam frames (ARGS="--camera 0" or a video file)
 	$(PY) -m edge_runtime webcam $(ARGS)
 
+serve: $(STAMP) ## the camera in a browser and a JSON API: http://127.0.0.1:8080/ (ARGS="--host 0.0.0.0")
+	$(PY) -m edge_runtime serve $(ARGS)
+
 doctor: $(STAMP) ## check interpreter, model, cameras and display on this machine
 	$(PY) -m edge_runtime doctor $(ARGS)
 
-real-photos: $(STAMP) ## accuracy on ../shared/real-photos (if present): benchmarks/real_photos/
+real-photos: $(STAMP) ## accuracy on ../shared/real-photos (if present), and the gain from own photos: benchmarks/real_photos/
 	$(PY) -m tools.real_photos --model models/fashion_mnist_int8.tflite --naive $(ARGS)
+	$(PY) -m tools.own_photos
 
 pi-bundle: $(STAMP) ## dist/fashion-edge-pi.tar.gz: runtime, model, install script, systemd unit
 	$(PY) -m tools.pi_bundle $(ARGS)

@@ -6,7 +6,8 @@
 #   ./install.sh --headless   OpenCV without GUI support (SSH and systemd only)
 #   ./install.sh --system     use Debian's OpenCV, numpy and picamera2 (apt) from the venv
 #   ./install.sh --pip        everything from PyPI, isolated from the system's packages
-#   ./install.sh --service    also install and start the systemd unit (uses sudo)
+#   ./install.sh --service    also install and start the headless webcam unit (uses sudo)
+#   ./install.sh --serve      also install and start the web view unit: port 8080 on the LAN (uses sudo)
 #
 # Why a virtualenv: Raspberry Pi OS 12 refuses `pip install` outside one
 # (PEP 668, "externally-managed-environment"), and a venv keeps the runtime's
@@ -36,7 +37,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python3}   # the system's Python: --system needs the one apt installs into
 VENV="$HERE/.venv"
-MODE=auto OPENCV=auto SERVICE=0
+MODE=auto OPENCV=auto SERVICE=0 SERVE=0
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -48,10 +49,12 @@ for arg in "$@"; do
         --system) MODE=system ;;
         --pip) MODE=pip ;;
         --service) SERVICE=1 ;;
-        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --serve) SERVE=1 ;;
+        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $arg (see $0 --help)" ;;
     esac
 done
+[ "$SERVICE" = 0 ] || [ "$SERVE" = 0 ] || die "--service and --serve both want the camera: choose one"
 
 command -v "$PYTHON" >/dev/null || die "$PYTHON not found: sudo apt install python3 python3-venv"
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || die "Python's venv module is missing: sudo apt install python3-venv"
@@ -121,18 +124,32 @@ say "installing ${PACKAGES[*]:1}${CONSTRAINT:+ (keeping $CONSTRAINT)}"
 say "checking with: $HERE/run doctor"
 "$HERE/run" doctor || die "the runtime is installed but not ready; see the fixes above"
 
-if [ "$SERVICE" = 1 ]; then
-    UNIT=/etc/systemd/system/fashion-edge-webcam.service
-    say "installing $UNIT (sudo)"
-    sed -e "s|@DIR@|$HERE|g" -e "s|@USER@|$(id -un)|g" "$HERE/fashion-edge-webcam.service" | sudo tee "$UNIT" >/dev/null
+install_unit() {  # install_unit NAME: fill in the template, install it, start it now and at boot
+    local unit=/etc/systemd/system/$1.service
+    say "installing $unit (sudo)"
+    sed -e "s|@DIR@|$HERE|g" -e "s|@USER@|$(id -un)|g" "$HERE/$1.service" | sudo tee "$unit" >/dev/null
     sudo systemctl daemon-reload
-    sudo systemctl enable --now fashion-edge-webcam.service
+    sudo systemctl enable --now "$1.service"
+}
+if [ "$SERVICE" = 1 ]; then
+    install_unit fashion-edge-webcam
     say "running; follow it with: journalctl -u fashion-edge-webcam -f"
+fi
+if [ "$SERVE" = 1 ]; then
+    # Only one program can hold the camera.
+    if systemctl is-enabled --quiet fashion-edge-webcam.service 2>/dev/null; then
+        say "stopping fashion-edge-webcam.service: the web view needs the camera"
+        sudo systemctl disable --now fashion-edge-webcam.service
+    fi
+    install_unit fashion-edge-serve
+    say "running; the addresses and token: journalctl -u fashion-edge-serve | tail"
 fi
 
 cat <<DONE
 Installed. Next:
   $HERE/run webcam               classify the camera (a window on a desktop, else JSON lines)
   $HERE/run classify photo.jpg   classify image files
+  $HERE/run serve                the camera in a browser: http://127.0.0.1:8080/ (--host 0.0.0.0 for the LAN)
   $HERE/install.sh --service     classify the camera headless at every boot (systemd)
+  $HERE/install.sh --serve       the web view at every boot, on the LAN (systemd)
 DONE

@@ -20,6 +20,7 @@ from . import process
 COMMANDS = {
     "classify": ("edge_runtime.classify", "classify image files, directories and globs"),
     "webcam": ("edge_runtime.webcam", "classify frames from a camera, video file or stream"),
+    "serve": ("edge_runtime.serve", "a live web view and JSON API of the camera, for a browser on the LAN"),
     "doctor": ("edge_runtime.doctor", "check this device: Python, numpy, interpreter, model, cameras, display"),
     "bench": ("edge_runtime.bench", "measure latency and memory of a model on this device"),
     "info": ("edge_runtime.info", "print a model's metadata"),

@@ -1,8 +1,8 @@
 """`python -m edge_runtime doctor`: is this device ready to classify, and if not, what to do.
 
 Checks Python, the CPU architecture, numpy, each TFLite interpreter package,
-OpenCV, the model, cameras and the display, and prints one line per check
-with the exact fix for each problem. Exit status 0 when everything needed to
+OpenCV, the model, cameras, the display and whether `serve`'s port is free,
+and prints one line per check with the exact fix for each problem. Exit status 0 when everything needed to
 classify works (cameras and a display are only reported), 1 otherwise.
 
 The checks are pure functions of an `Environment` (machine, environment
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .argtypes import add_model_arguments
+from .argtypes import add_model_arguments, count
 from .deployed import MODEL_FILENAME, default_model_path
 from .display import NO_GUI_FIX, gui_backend, has_display
 from .errors import EdgeError
@@ -64,6 +64,24 @@ def _video_devices() -> list[tuple[str, str]]:
     return found
 
 
+def port_in_use(host: str, port: int) -> str | None:
+    """Why `serve` could not listen on host:port (the OS's reason), or None when it could.
+
+    Probed on the wildcard address by default: it collides with a listener on
+    any address of this machine. SO_REUSEADDR as the server sets it, so
+    connections still closing don't count as in use.
+    """
+    import socket
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
 def _load_model(path: Path) -> str:
     """Load the model with the interpreter the runtime would pick and time one inference."""
 
@@ -93,11 +111,13 @@ class Environment:
     probes: Callable[[], list[Probe]] = probe_all
     model_path: Path = Path("models") / MODEL_FILENAME
     load_model: Callable[[Path], str] = _load_model
+    serve_port: int = 8080  # the port `serve` listens on by default
+    port_in_use: Callable[[str, int], str | None] = port_in_use
 
     @classmethod
-    def current(cls, model_path: Path | None = None) -> "Environment":
+    def current(cls, model_path: Path | None = None, serve_port: int = 8080) -> "Environment":
         import os
-        return cls(environ=dict(os.environ), model_path=model_path or default_model_path())
+        return cls(environ=dict(os.environ), model_path=model_path or default_model_path(), serve_port=serve_port)
 
     @property
     def arch(self) -> str:
@@ -266,10 +286,22 @@ def check_display(env: Environment) -> Check:
     return Check("display", OK, f"{where}, OpenCV GUI {backend}: webcam opens a window")
 
 
+def check_port(env: Environment) -> Check:
+    """Whether `serve` can listen on its port; reported, not needed to classify."""
+    port = env.serve_port
+    reason = env.port_in_use("0.0.0.0", port)
+    if reason is None:
+        return Check("serve port", OK, f"{port} is free: python -m edge_runtime serve can listen there")
+    return Check("serve port", WARN, f"{port} is in use ({reason}): serve can't listen there",
+                 f"stop what holds it (ss -ltnp 'sport = :{port}' names it; systemctl stop fashion-edge-serve "
+                 f"if it is the service), or run serve --port {port + 1}")
+
+
 def run_checks(env: Environment) -> list[Check]:
     interpreters = check_interpreters(env)
     return [check_python(env), check_architecture(env), check_numpy(env), *interpreters, check_opencv(env),
-            check_model(env, interpreters[0].status == OK), *check_cameras(env), check_display(env)]
+            check_model(env, interpreters[0].status == OK), *check_cameras(env), check_display(env),
+            check_port(env)]
 
 
 def exit_status(checks: list[Check]) -> int:
@@ -294,11 +326,12 @@ def format_report(checks: list[Check]) -> str:
 
 def configure(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
+    parser.add_argument("--port", type=count(1, 65535), default=8080, help="the port `serve` would listen on")
     add_model_arguments(parser)
 
 
 def run(args) -> int:
-    checks = run_checks(Environment.current(args.model))
+    checks = run_checks(Environment.current(args.model, args.port))
     if args.json:
         print(json.dumps({"ready": exit_status(checks) == 0, "checks": [asdict(c) for c in checks]}, indent=2))
     else:

@@ -150,3 +150,26 @@ def exit_with(status: int) -> NoReturn:
 def _quiet_on_interrupt(kind, value, traceback) -> None:
     if not issubclass(kind, KeyboardInterrupt):
         sys.__excepthook__(kind, value, traceback)
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT (systemd stop, Ctrl-C): the loop ends after the current frame."""
+
+    def __init__(self, on_stop: Callable[[], None]):
+        self.event, self.on_stop, self.signal_name = threading.Event(), on_stop, None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signals can only be set there
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame):
+        self.signal_name = signal.Signals(signum).name
+        self.event.set()
+        self.on_stop()
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -23,153 +23,29 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
-import signal
 import sys
 import tempfile
-import threading
 import time
-from collections import deque
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from .argtypes import (
+    add_model_arguments,
+    count,
+    fraction,
+    non_negative_number,
+    positive_int,
+    positive_number,
+    probability,
+)
 from .atomic import commit, partial_path
-from .argtypes import (add_model_arguments, count, fraction, non_negative_number, positive_int, positive_number,
-                       probability)
 from .deployed import default_model_path
 from .display import choose_window
 from .errors import UsageError
-
-# -- region of interest -----------------------------------------------------------
-
-Box = tuple[int, int, int, int]  # x, y, width, height in pixels
-
-
-@dataclass(frozen=True)
-class RoiSpec:
-    """`center` (a square, `size` x the shorter side), `full`, or a box in pixels or fractions."""
-
-    mode: str  # "center", "full" or "box"
-    box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # x, y, w, h
-    fractional: bool = False  # box values are fractions of the frame's width/height
-
-
-def parse_roi(text: str) -> RoiSpec:
-    """argparse type for --roi: `center`, `full`, `X,Y,W,H` in pixels or `0.25,0.25,0.5,0.5` fractions."""
-    text = text.strip().lower()
-    if text in ("center", "centre", "full"):
-        return RoiSpec("full" if text == "full" else "center")
-    parts = text.split(",")
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    # not isfinite: nan passes every `< 0` check, and neither it nor inf is a coordinate
-    if len(values) != 4 or not all(map(math.isfinite, values)) or min(values) < 0 or min(values[2:]) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected center, full, X,Y,W,H in pixels "
-                                         "or fractions of the frame like 0.25,0.25,0.5,0.5")
-    fractional = "." in text and all(v <= 1.0 for v in values)  # 0.5 is a fraction, 1 a pixel
-    return RoiSpec("box", values, fractional)
-
-
-def compute_roi(frame_shape: tuple[int, ...], spec: RoiSpec, size: float = 0.6) -> Box:
-    """The ROI of a frame of shape (H, W[, C]) as (x, y, w, h) pixels, clipped to the frame. Pure.
-
-    `size` is the centre square's side as a fraction of the frame's shorter side.
-    """
-    h, w = frame_shape[:2]
-    if spec.mode == "full":
-        return 0, 0, w, h
-    if spec.mode == "center":
-        side = max(1, int(round(min(h, w) * size)))
-        return (w - side) // 2, (h - side) // 2, side, side
-    x, y, bw, bh = spec.box
-    if spec.fractional:
-        x, y, bw, bh = x * w, y * h, bw * w, bh * h
-    x0, y0 = min(max(int(round(x)), 0), w), min(max(int(round(y)), 0), h)
-    x1, y1 = min(int(round(x + bw)), w), min(int(round(y + bh)), h)
-    if x1 - x0 < 1 or y1 - y0 < 1:
-        raise UsageError(f"--roi {','.join(f'{v:g}' for v in spec.box)} lies outside the {w}x{h} frame")
-    return x0, y0, x1 - x0, y1 - y0
-
-
-def crop(frame: np.ndarray, box: Box) -> np.ndarray:
-    x, y, w, h = box
-    return frame[y:y + h, x:x + w]
-
-
-# -- smoothing and timing ---------------------------------------------------------
-
-
-class Smoother:
-    """Mean of the probability vectors of the last `n` frames (n=1: no smoothing).
-
-    Averaging probabilities, not votes, lets a confident frame outweigh
-    uncertain ones; a label change then needs about n/2 frames to show.
-    """
-
-    def __init__(self, n: int = 1):
-        self.window: deque[np.ndarray] = deque(maxlen=max(1, n))
-
-    def update(self, probabilities: np.ndarray) -> np.ndarray:
-        self.window.append(np.asarray(probabilities, np.float32))
-        return np.mean(self.window, axis=0, dtype=np.float32)
-
-
-class FpsMeter:
-    """Frames per second over the last `n` frames (a sliding window, so it reacts within a second)."""
-
-    def __init__(self, n: int = 30):
-        self.times: deque[float] = deque(maxlen=n)
-
-    def tick(self, t: float) -> float:
-        self.times.append(t)
-        span = self.times[-1] - self.times[0]
-        return (len(self.times) - 1) / span if span > 0 else 0.0
-
-
-# -- one classified frame ---------------------------------------------------------
-
-
-@dataclass
-class FrameResult:
-    number: int  # 0-based count of classified frames (= frame index in a video file)
-    time: float  # epoch seconds when processing started
-    frame: np.ndarray  # the BGR frame as captured
-    box: Box
-    result: object  # classifier.Result, probabilities smoothed
-    latency_ms: float  # crop + preprocessing + inference + smoothing of this frame
-
-
-def classify_frames(frames: Iterable[np.ndarray], classifier, roi: RoiSpec = RoiSpec("center"),
-                    roi_size: float = 0.6, k: int = 3, smooth: int = 1,
-                    clock: Callable[[], float] = time.perf_counter,
-                    now: Callable[[], float] = time.time) -> Iterator[FrameResult]:
-    """The loop body, without cameras or windows: frames in, FrameResults out."""
-    from .classifier import Result, top_k
-
-    smoother = Smoother(smooth)
-    for number, frame in enumerate(frames):
-        started, t0 = now(), clock()
-        box = compute_roi(frame.shape, roi, roi_size)
-        raw = classifier.classify(crop(frame, box), k)  # same preprocessing as `classify` on files
-        probabilities = smoother.update(raw.probabilities)
-        result = Result(top_k(probabilities, classifier.labels, k), probabilities, raw.model_input,
-                        classifier.threshold)
-        yield FrameResult(number, started, frame, box, result, (clock() - t0) * 1000.0)
-
-
-def json_record(fr: FrameResult) -> dict:
-    """What headless mode prints for a frame, one JSON object per line."""
-    when = datetime.fromtimestamp(fr.time, timezone.utc).isoformat(timespec="milliseconds")
-    return {"time": when, "frame": fr.number, **fr.result.to_dict(), "unknown": fr.result.is_unknown,
-            "latency_ms": round(fr.latency_ms, 3)}
-
+from .frames import Box, FpsMeter, classify_frames, json_record, parse_roi, source_fps
+from .process import StopFlag
 
 # -- drawing ------------------------------------------------------------------------
 
@@ -297,29 +173,6 @@ def open_writer(path: Path, fps: float, size: tuple[int, int], recording: contex
     return writer
 
 
-class StopFlag:
-    """Set by SIGTERM/SIGINT (systemd stop, Ctrl-C): the loop ends after the current frame."""
-
-    def __init__(self, on_stop: Callable[[], None]):
-        self.event, self.on_stop, self.signal_name = threading.Event(), on_stop, None
-        self._previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():  # signals can only be set there
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, _frame):
-        self.signal_name = signal.Signals(signum).name
-        self.event.set()
-        self.on_stop()
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 WINDOW_TITLE = "fashion-edge (q to quit)"
 
 
@@ -354,15 +207,6 @@ def collect_label(key: int, labels: list[str]) -> str | None:
     if ord("0") <= key <= ord("9") and key - ord("0") < len(labels):
         return labels[key - ord("0")]
     return NONE if key == ord("n") else None
-
-
-def source_fps(stream) -> float:
-    """The source's own frame rate for --save (a file's, or what the camera reports), else 15."""
-    import cv2
-
-    get = getattr(stream.capture, "get", None)
-    rate = get(cv2.CAP_PROP_FPS) if get else 0.0
-    return float(rate) if rate and 1 <= rate <= 240 else 15.0
 
 
 def run(args) -> int:

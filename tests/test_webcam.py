@@ -23,10 +23,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime import capture, display, webcam
+from edge_runtime import capture, display, frames, webcam
 from edge_runtime.classifier import Classifier, Prediction, Result
 from edge_runtime.errors import UsageError
-from edge_runtime.webcam import RoiSpec, compute_roi, parse_roi
+from edge_runtime.frames import RoiSpec, compute_roi, crop, parse_roi
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES, REPEAT = 20, 2  # test images in the video, frames per image
@@ -67,7 +67,7 @@ def decoded_frames(path: Path) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def classifier(tiny_int8_model) -> Classifier:
-    return Classifier(tiny_int8_model, threshold=0.5)  # webcam's default threshold, as classify's
+    return Classifier(tiny_int8_model, threshold=None)  # the model's calibrated threshold: webcam's default, as classify's
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -127,18 +127,18 @@ def test_compute_roi():
 
 
 def test_smoother_averages_the_last_n():
-    s = webcam.Smoother(3)
+    s = frames.Smoother(3)
     outs = [s.update(np.array(p, np.float32)) for p in ([1, 0], [0, 1], [0, 1], [0, 1])]
     np.testing.assert_allclose(outs[0], [1, 0])
     np.testing.assert_allclose(outs[2], [1 / 3, 2 / 3], rtol=1e-6)
     np.testing.assert_allclose(outs[3], [0, 1])  # the first frame has left the window
-    off = webcam.Smoother(1)
+    off = frames.Smoother(1)
     off.update(np.array([1.0, 0.0]))
     np.testing.assert_allclose(off.update(np.array([0.2, 0.8])), [0.2, 0.8], rtol=1e-6)
 
 
 def test_fps_meter():
-    meter = webcam.FpsMeter(n=5)
+    meter = frames.FpsMeter(n=5)
     rates = [meter.tick(t * 0.1) for t in range(10)]
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(10.0)
 
@@ -195,8 +195,8 @@ def test_draw_overlay_box_labels_and_inset():
 
 
 def test_json_record():
-    fr = webcam.FrameResult(7, 1_700_000_000.5, np.zeros((2, 2, 3), np.uint8), (0, 0, 2, 2), make_result(), 3.14159)
-    record = webcam.json_record(fr)
+    fr = frames.FrameResult(7, 1_700_000_000.5, np.zeros((2, 2, 3), np.uint8), (0, 0, 2, 2), make_result(), 3.14159)
+    record = frames.json_record(fr)
     assert list(record) == ["time", "frame", "label", "score", "top_k", "nothing_found", "unknown", "latency_ms"]
     assert record["time"] == "2023-11-14T22:13:20.500+00:00" and record["frame"] == 7
     assert record["label"] == "Sneaker" and record["latency_ms"] == 3.142
@@ -219,7 +219,7 @@ def test_headless_run_on_a_video_file(video, classifier, tiny_int8_model, fashio
     assert "stopped (end of stream)" in err and "Traceback" not in err
     for record, frame in zip(records, frames):
         box = compute_roi(frame.shape, RoiSpec("center"), 0.6)
-        reference = classifier.classify(webcam.crop(frame, box), 3)  # file classification's path
+        reference = classifier.classify(crop(frame, box), 3)  # file classification's path
         assert record["label"] == reference.label
         assert record["score"] == pytest.approx(reference.best.score, abs=1e-6)
         assert [p["index"] for p in record["top_k"]] == [p.index for p in reference.top_k]
@@ -236,7 +236,7 @@ def test_smoothing_in_the_loop(video, classifier, tiny_int8_model, no_display, c
     records = json_lines(out)
     assert len(records) == 8 and "--max_frames 8" in err
     frames = decoded_frames(video)[:8]
-    probs = [classifier.classify(webcam.crop(f, compute_roi(f.shape, RoiSpec("center"), 0.6))).probabilities
+    probs = [classifier.classify(crop(f, compute_roi(f.shape, RoiSpec("center"), 0.6))).probabilities
              for f in frames]
     for n, record in enumerate(records):
         mean = np.mean(probs[max(0, n - 2):n + 1], axis=0)

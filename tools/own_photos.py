@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime import atomic, process
-from edge_runtime.argtypes import count
+from edge_runtime.argtypes import count, probability
 from edge_runtime.errors import UsageError
 from tools.real_photos import DEFAULT_PHOTOS, OOD, model_inputs, read_labels
 
@@ -67,6 +67,18 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def deployed_threshold() -> float:
+    """The deployed model's calibrated `unknown` threshold, else the runtime's default."""
+    from edge_runtime.classifier import DEFAULT_THRESHOLD
+    from edge_runtime.deployed import default_model_path
+    from edge_runtime.errors import ModelError
+    from edge_runtime.metadata import read_metadata
+    try:
+        return float(read_metadata(default_model_path()).get("unknown_threshold", DEFAULT_THRESHOLD))
+    except ModelError:
+        return DEFAULT_THRESHOLD
+
+
 @process.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.own_photos", description=__doc__.splitlines()[0])
@@ -76,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=count(1), default=4, help="fine-tuning epochs")
     parser.add_argument("--train_limit", type=count(1), default=12000, help="Fashion-MNIST images in the fine-tune")
     parser.add_argument("--learning_rate", type=float, default=5e-4, help="peak learning rate of the fine-tune")
-    parser.add_argument("--threshold", type=float, default=0.5, help="top score below this = unknown")
+    parser.add_argument("--threshold", type=probability, default=None,
+                        help="top score below this = unknown (default: the deployed model's calibrated one, else 0.5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -86,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     if not RunDir(args.run).model.is_file():
         raise UsageError(f"{args.run}: no finished run to fine-tune; run make train first")
     sizes = [int(v) for v in args.per_class.split(",") if v.strip()]
+    if args.threshold is None:
+        args.threshold = deployed_threshold()
 
     from train.tensorflow_import import import_tensorflow
     import_tensorflow()

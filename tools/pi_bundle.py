@@ -9,7 +9,8 @@ The archive unpacks into fashion-edge-pi/:
     models/fashion_mnist_int8.tflite (+ .json)   the model, under the name the runtime looks for
     install.sh, run             install into .venv; run a command with it (deploy/)
     requirements-device*.txt    packages per architecture (deploy/)
-    fashion-edge-webcam.service systemd unit template (deploy/)
+    fashion-edge-webcam.service systemd unit template: headless webcam at boot (deploy/)
+    fashion-edge-serve.service  systemd unit template: the web view at boot (deploy/)
     README.md, BUILD.json       how to use it; model checksum, git commit, date
 
 Only the standard library and edge_runtime.metadata (no TensorFlow, no
@@ -41,7 +42,8 @@ DEFAULT_MODEL = ROOT / MODELS_DIR / MODEL_FILENAME
 DEFAULT_OUTPUT = ROOT / "dist" / "fashion-edge-pi.tar.gz"
 # deploy/ file -> mode in the archive
 DEPLOY = {"install.sh": 0o755, "run": 0o755, "requirements-device.txt": 0o644,
-          "requirements-device-armv7l.txt": 0o644, "fashion-edge-webcam.service": 0o644, "README.md": 0o644}
+          "requirements-device-armv7l.txt": 0o644, "fashion-edge-webcam.service": 0o644,
+          "fashion-edge-serve.service": 0o644, "README.md": 0o644}
 
 
 def runtime_files(root: Path = ROOT) -> list[Path]:

@@ -17,8 +17,9 @@ the model through `edge_runtime.Classifier` and records, as JSON:
 - end to end through `Classifier.classify` (photo preprocessing included):
   synthetic photos made deterministically with integer numpy, plus real
   photos from --photos DIR when given;
-- checks: machine, interpreter package, TensorFlow absent, and
-  `python -m edge_runtime doctor --json`.
+- checks: machine, interpreter package, TensorFlow absent,
+  `python -m edge_runtime doctor --json`, and `serve` started in-process
+  on 127.0.0.1 answering /api/latest.
 
 `compare` prints a side-by-side summary and every difference, and exits 1
 on any mismatch, except two differences that are explained and that a real
@@ -193,6 +194,53 @@ def _doctor(model: Path, expect_machine: str | None) -> dict:
                 detail="; ".join(problems) or f"ready; architecture {arch}")
 
 
+def _serve(model: Path, timeout_s: float = 180.0) -> dict:
+    """`python -m edge_runtime serve` in this process: it starts on 127.0.0.1 with a
+    video of the synthetic frame, and /api/latest answers with a prediction.
+
+    In-process through the CLI's own parser and serve.start, because an
+    emulated program can't start another one (no binfmt).
+    """
+    if importlib.util.find_spec("edge_runtime.serve") is None:
+        return {"status": "absent", "detail": "this edge_runtime has no serve command"}
+    import tempfile
+    import urllib.error
+    import urllib.request
+    try:
+        import cv2
+        from edge_runtime import cli, serve
+        from edge_runtime.synthetic import synthetic_frame
+        with tempfile.TemporaryDirectory() as tmp:
+            clip = Path(tmp) / "clip.avi"
+            frame = synthetic_frame()
+            writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, frame.shape[1::-1])
+            for _ in range(5):
+                writer.write(frame)
+            writer.release()
+            args = cli.build_parser().parse_args(["serve", str(clip), "--port", "0", "--model", str(model)])
+            t = time.perf_counter()
+            service = serve.start(args, log=lambda message: None)
+            try:
+                deadline = time.monotonic() + timeout_s  # emulated, the first frame takes a while
+                while True:
+                    try:
+                        with urllib.request.urlopen(service.url + "api/latest?after=-1", timeout=60) as r:
+                            latest = json.loads(r.read())
+                        break
+                    except urllib.error.HTTPError as e:
+                        if e.code != 503 or time.monotonic() > deadline:  # 503: no frame yet
+                            raise
+                        time.sleep(0.2)
+                seconds = time.perf_counter() - t
+            finally:
+                service.close()
+        return {"status": "ok", "latest": {k: latest[k] for k in ("frame", "label", "score", "unknown")},
+                "detail": f"started and answered /api/latest in {seconds:.1f} s: frame {latest['frame']}, "
+                          f"{latest['label']} {latest['score']:.2f}"}
+    except Exception as e:  # a finding, recorded: the other results still count
+        return {"status": "failed", "detail": f"{type(e).__name__}: {e}".splitlines()[0]}
+
+
 def run(args) -> int:
     t0 = time.perf_counter()
     timings = {}
@@ -275,6 +323,10 @@ def run(args) -> int:
     t = time.perf_counter()
     result["doctor"] = _doctor(model, args.expect_machine)
     timings["doctor"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    result["serve"] = _serve(model)
+    timings["serve"] = time.perf_counter() - t
 
     for name in ("edge_runtime", "numpy", "cv2", "ai_edge_litert", "tflite_runtime"):
         result["modules"][name] = _module_file(name)
@@ -555,6 +607,18 @@ def compare(host: dict, pi: dict, out=sys.stdout, strict: bool = False) -> int:
     else:
         notes.append(f"doctor: {d.get('detail')}")
         say(f"note doctor: {d.get('detail')}")
+
+    # 4. serve: starts, and answers /api/latest (results from before this step have none).
+    sv = pi.get("serve")
+    if sv is not None:
+        if sv.get("status") == "failed":
+            failures.append("serve")
+            say(f"FAIL python -m edge_runtime serve under emulation: {sv.get('detail')}")
+        elif sv.get("status") == "ok":
+            say(f"ok   python -m edge_runtime serve under emulation: {sv.get('detail')}")
+        else:
+            notes.append(f"serve: {sv.get('detail')}")
+            say(f"note serve: {sv.get('detail')}")
 
     say()
     if failures:

@@ -10,6 +10,7 @@
 #   2. the runtime's aarch64 wheels from PyPI (pip --platform ... --only-binary)
 #      and the runtime itself, built as a wheel from edge_runtime/;
 #   3. the same script on the host and under qemu-aarch64-static -cpu cortex-a72 -L ROOTFS.
+#      Each run also starts `serve` in-process on 127.0.0.1 and asks it for /api/latest.
 #
 # Everything is cached under .cache/pi-check/<arch>/; each part is built in a
 # .partial directory and renamed when complete, with a stamp naming what it was
