@@ -27,6 +27,7 @@ from edge_runtime.errors import ModelError
 from train.rundir import LATEST, RunDir
 
 from . import check, export
+from .diagnose import DIAGNOSIS, diagnose_gate, float_layer_cost
 from .errors import GateError
 
 REPORT = "conversion_report"  # .json and .md beside the models
@@ -42,6 +43,7 @@ class ConvertConfig:
     max_class_drop: float = field(default=2.0, metadata={"help": "gate: largest allowed drop for any one class, percentage points"})
     photo_calibration: int = field(default=100, metadata={"help": "training photos added to the int8 calibration images (runs trained on photos)"})
     latency_runs: int = field(default=200, metadata={"help": "timed single-image runs per variant"})
+    float_layers: str = field(default="", metadata={"help": "comma-separated layer names (or TFLite op types such as MUL) kept in float inside the int8 model, as the gate's diagnosis suggests; costs size and latency"})
     seed: int = 0
     data_dir: str | None = field(default=None, metadata={"help": "Fashion-MNIST directory (default: $FASHION_MNIST_DIR, /usr/share/datasets/fashion-mnist, ~/.keras/datasets/fashion-mnist)"})
 
@@ -51,6 +53,9 @@ class ConvertConfig:
             if v not in VARIANTS:
                 raise ValueError(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
         return [v for v in VARIANTS if v in chosen or v == DEPLOYED_VARIANT]
+
+    def float_layer_list(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.float_layers.split(",") if name.strip())
 
 
 def _versions() -> dict:
@@ -134,7 +139,9 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
         predictions = {}
         for variant in config.variant_list():
             t = time.perf_counter()
-            flatbuffer = export.convert(model, variant, calibration if variant == DEPLOYED_VARIANT else None)
+            is_int8 = variant == DEPLOYED_VARIANT
+            flatbuffer = export.convert(model, variant, calibration if is_int8 else None,
+                                        config.float_layer_list() if is_int8 else ())
             meta = build_metadata(variant, flatbuffer, run_dir, class_names)
             path = staging / model_filename(variant)
             path.write_bytes(metadata.embed(flatbuffer, meta))
@@ -147,6 +154,11 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
                    "latency": check.single_image_latency_us(Classifier(path, num_threads=1), data.test_images[0],
                                                             runs=config.latency_runs),
                    "seconds": round(time.perf_counter() - t, 1)}
+            if is_int8 and config.float_layer_list():
+                row["float_layers"] = cost = float_layer_cost(model, calibration, config.float_layer_list(),
+                                                              config.latency_runs)
+                print(f"  int8 keeps {', '.join(cost['layers'])} in float: {cost['size_cost_bytes'] / 1024:+.1f} KB, "
+                      f"{cost['latency_cost_us']:+.0f} µs against full int8", flush=True)
             if photo is not None:
                 photo_probs = clf.predict(photo.val_x)
                 row["unknown_threshold"] = check.unknown_threshold(photo_probs, photo.val_y)
@@ -175,6 +187,8 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
                   "keras_sha256": sha256(keras_path.read_bytes()),
                   "test_images": int(len(labels)), "passed": not failures, "failures": failures,
                   "variants": rows, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if failures:
+            report["diagnosis"] = diagnose_gate(model, calibration, data, config.float_layer_list(), config.seed, staging)
         table = check.markdown_table(rows) + check.photo_table(rows)
         (staging / f"{REPORT}.json").write_text(json.dumps(report, indent=2))
         (staging / f"{REPORT}.md").write_text(_markdown(report, table))
@@ -185,11 +199,13 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
         print("\n" + table, flush=True)
 
         if failures:
+            print(report["diagnosis"].get("text") or report["diagnosis"]["error"], flush=True)
             rejected = out_dir / "rejected"
             shutil.rmtree(rejected, ignore_errors=True)
             os.replace(staging, rejected)
             raise GateError(f"int8 model not deployed: {'; '.join(failures)}. "
-                            f"The deployed model is unchanged; the rejected one and its report are in {rejected}/")
+                            f"The deployed model is unchanged; the rejected one, its report and the per-layer "
+                            f"diagnosis ({DIAGNOSIS}) are in {rejected}/")
         _deploy(staging, out_dir)
         return report
     finally:
@@ -249,4 +265,9 @@ def _markdown(report: dict, table: str) -> str:
             f"{table}\n`dynamic` is dynamic-range quantization (int8 weights, float activations); "
             "only `int8` is full-integer.\nSizes are of the bare FlatBuffer (the deployed file adds a few KB of metadata).\n"
             "Latency: median of single-image `predict` calls on this machine, one thread.\n\n"
-            "![int8 vs float confusion change](confusion_diff_int8.png)\n")
+            "![int8 vs float confusion change](confusion_diff_int8.png)\n"
+            + "".join(f"\nint8 keeps {', '.join(r['float_layers']['layers'])} in float: "
+                      f"{r['float_layers']['size_cost_bytes'] / 1024:+.1f} KB, {r['float_layers']['latency_cost_us']:+.0f} µs "
+                      "against full int8 (--float_layers)\n" for r in report["variants"] if r.get("float_layers"))
+            + (f"\nWhy, layer by layer, and what to try: [{DIAGNOSIS}]({DIAGNOSIS})\n"
+               if report.get("diagnosis", {}).get("text") else ""))
