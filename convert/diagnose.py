@@ -228,7 +228,7 @@ def diagnose(model, calibration: np.ndarray, images: np.ndarray, labels: np.ndar
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=export.int8_converter(model, calibration), debug_dataset=debug_data)
         if float_layers:
-            nodes, ops = export.float_nodes(export._tensor_names(debugger.calibrated_model), float_layers, names)
+            nodes, ops = export.float_nodes(export.tensor_names(debugger.calibrated_model), float_layers, names)
             debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes or None,
                                                                             denylisted_ops=ops or None)
         debugger.run()
@@ -236,7 +236,7 @@ def diagnose(model, calibration: np.ndarray, images: np.ndarray, labels: np.ndar
         debugger.layer_statistics_dump(dump)
         return debugger.calibrated_model, dump.getvalue()
 
-    calibrated, dump = export._converted("int8", run_debugger)
+    calibrated, dump = export.run_converter("int8", run_debugger)
     figures = figures_from_dump(dump, names)
     _add_activation_figures(model, figures, images, dump)
     worst_layers = worst(figures, top)
@@ -271,7 +271,7 @@ def _measure(calibrated: bytes, kept: tuple[str, ...], layer_names: list[str], i
              labels: np.ndarray, latency_runs: int) -> dict:
     """Top-1 on `images`, size and single-image latency of the int8 model with `kept` in float."""
     from . import export
-    flatbuffer = export._converted("int8", lambda: export.quantize(calibrated, kept, layer_names))
+    flatbuffer = export.run_converter("int8", lambda: export.quantize(calibrated, kept, layer_names))
     interpreter = _interpreter(flatbuffer)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     predicted = np.empty(len(images), np.int64)
@@ -304,10 +304,10 @@ def float_layer_cost(model, calibration: np.ndarray, float_layers: tuple[str, ..
     from .fold import fold_relu_batchnorm
     model = fold_relu_batchnorm(model)
     names = [layer.name for layer in model.layers]
-    calibrated = export._converted("int8", lambda: export.calibrate(export.int8_converter(model, calibration)))
+    calibrated = export.run_converter("int8", lambda: export.calibrate(export.int8_converter(model, calibration)))
     figures = {}
     for key, kept in (("full_int8", ()), ("selective", float_layers)):
-        flatbuffer = export._converted("int8", lambda: export.quantize(calibrated, kept, names))
+        flatbuffer = export.run_converter("int8", lambda: export.quantize(calibrated, kept, names))
         figures[key] = _size_latency(flatbuffer, _interpreter(flatbuffer), runs)
     return {"layers": list(float_layers), **figures,
             "size_cost_bytes": figures["selective"]["size_bytes"] - figures["full_int8"]["size_bytes"],

@@ -78,8 +78,8 @@ def convert(model, variant: str, calibration: np.ndarray | None = None, float_la
         converter = int8_converter(model, calibration)
         if float_layers:
             names = [layer.name for layer in model.layers]
-            return _converted(variant, lambda: quantize(calibrate(converter), float_layers, names))
-        return _converted(variant, converter.convert)
+            return run_converter(variant, lambda: quantize(calibrate(converter), float_layers, names))
+        return run_converter(variant, converter.convert)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if variant == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -90,10 +90,10 @@ def convert(model, variant: str, calibration: np.ndarray | None = None, float_la
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     if float_layers:
         raise ValueError("float_layers applies to the int8 variant only")
-    return _converted(variant, converter.convert)
+    return run_converter(variant, converter.convert)
 
 
-def _converted(variant: str, run) -> bytes:
+def run_converter(variant: str, run) -> bytes:
     try:
         # Keras' SavedModel export prints every captured tensor to stdout, and the
         # int8 quantizer its settings to fd 2 ("fully_quantize: 0, inference_type: 6,
@@ -123,12 +123,12 @@ def quantize(calibrated: bytes, float_layers: tuple[str, ...] = (), layer_names:
     the ops of `float_layers` (`layer_names`: every layer of the model, to tell them apart)."""
     import tensorflow as tf
     from tensorflow.lite.python import convert as tflite_convert
-    nodes, ops = float_nodes(_tensor_names(calibrated), float_layers, layer_names or list(float_layers))
+    nodes, ops = float_nodes(tensor_names(calibrated), float_layers, layer_names or list(float_layers))
     return tflite_convert.mlir_quantize(calibrated, input_data_type=tf.uint8, output_data_type=tf.uint8,
                                         denylisted_nodes=nodes or None, denylisted_ops=ops or None)
 
 
-def _tensor_names(model_bytes: bytes) -> list[str]:
+def tensor_names(model_bytes: bytes) -> list[str]:
     from edge_runtime.interpreter import find_interpreter
     return [t["name"] for t in find_interpreter().factory(model_content=model_bytes).get_tensor_details()]
 

@@ -132,8 +132,10 @@ def rules(rows: list[dict]) -> str:
     """The sentence above the table, read from the rows' own configs: rows kept
     from an earlier comparison may have been trained under other settings."""
     configs = [r["config"] for r in rows]
-    differ = sorted({k for c in configs for k in c
-                     if k not in ("model", "name", "epochs") and c[k] != configs[0].get(k)})
+    # Settings added after a row was trained are missing from its config: compare the shared ones.
+    shared = set.intersection(*(set(c) for c in configs)) if configs else set()
+    differ = sorted({k for c in configs for k in shared
+                     if k not in ("model", "name", "epochs") and c[k] != configs[0][k]})
     budgets = {c["model"]: c["epochs"] for c in configs}
     if len(set(budgets.values())) == 1:
         budget = f"{configs[0]['epochs']} epochs max for every model"
