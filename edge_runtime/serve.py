@@ -50,8 +50,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from .argtypes import add_model_arguments, count, fraction, non_negative_number, positive_int, positive_number, \
-    probability
+from .argtypes import count, positive_int, positive_number
 from .capture import log_stderr
 from .deployed import default_model_path
 from .errors import ImageError, UsageError
@@ -928,13 +927,9 @@ def make_server(host: str, port: int, app: App, max_clients: int, client_timeout
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from .frames import parse_roi
+    from .frames import add_camera_arguments
 
-    parser.add_argument("source", nargs="?", default=None,
-                        help="video file (played in a loop), stream URL or camera index, instead of --camera")
-    parser.add_argument("--camera", default="auto",
-                        help="camera index (0 = /dev/video0), csi for the Pi camera module (picamera2), "
-                             "or auto: the Pi camera if picamera2 finds one, else 0")
+    add_camera_arguments(parser, "video file (played in a loop), stream URL or camera index, instead of --camera")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on: 127.0.0.1 is this machine only; 0.0.0.0 every network "
                              "(then labelling and uploads need the token)")
@@ -945,30 +940,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV_VAR) or None,
                         help=f"the token labelling and uploads need (default: ${TOKEN_ENV_VAR}, else one is "
                              "generated when --host is not a loopback address)")
-    parser.add_argument("--width", type=positive_int, default=None, help="requested frame width, pixels")
-    parser.add_argument("--height", type=positive_int, default=None, help="requested frame height, pixels")
-    parser.add_argument("--fps", type=positive_number, default=None, help="requested camera frame rate")
-    parser.add_argument("--rate", type=non_negative_number, default=0.0,
-                        help="classify a live source at most this many times a second (0 = every frame it can)")
-    parser.add_argument("--roi", type=parse_roi, default="center", metavar="center|full|X,Y,W,H",
-                        help="region classified: centre square, whole frame, or a box in pixels or fractions")
-    parser.add_argument("--roi_size", type=fraction, default=0.6,
-                        help="side of the centre square, as a fraction of the frame's shorter side")
-    parser.add_argument("--top_k", type=positive_int, default=3, help="labels shown per frame")
-    parser.add_argument("--smooth", type=positive_int, default=1,
-                        help="average probabilities over the last N frames (1 = off)")
-    parser.add_argument("--threshold", type=probability, default=None,
-                        help="below this top probability the label is 'unknown' "
-                             "(default: the model's calibrated threshold, else 0.5)")
-    parser.add_argument("--reconnect_timeout", type=non_negative_number, default=60.0,
-                        help="seconds a live camera may deliver nothing before giving up (exit status 6)")
     parser.add_argument("--max_clients", type=positive_int, default=MAX_CLIENTS,
                         help="connections at once (viewers, pages, API calls); more get 503")
     parser.add_argument("--max_upload_mb", type=positive_number, default=MAX_UPLOAD_MB,
                         help="largest image POST /api/classify accepts (413 above)")
     parser.add_argument("--client_timeout", type=positive_number, default=CLIENT_TIMEOUT_S,
                         help="seconds a client may stall a read or write before it is dropped")
-    add_model_arguments(parser)
 
 
 def resolve_token(token: str | None, host: str) -> tuple[str | None, bool]:

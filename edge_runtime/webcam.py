@@ -32,19 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from .argtypes import (
-    add_model_arguments,
     count,
-    fraction,
-    non_negative_number,
-    positive_int,
-    positive_number,
-    probability,
 )
 from .atomic import commit, partial_path
 from .deployed import default_model_path
 from .display import choose_window
 from .errors import UsageError
-from .frames import Box, FpsMeter, classify_frames, json_record, parse_roi, source_fps
+from .frames import Box, FpsMeter, add_camera_arguments, classify_frames, json_record, source_fps
 from .process import StopFlag
 
 # -- drawing ------------------------------------------------------------------------
@@ -93,26 +87,7 @@ def draw_overlay(frame: np.ndarray, box: Box, result, fps: float, latency_ms: fl
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", nargs="?", default=None,
-                        help="video file, stream URL (rtsp://, http://) or camera index, instead of --camera")
-    parser.add_argument("--camera", default="auto",
-                        help="camera index (0 = /dev/video0), csi for the Pi camera module (picamera2), "
-                             "or auto: the Pi camera if picamera2 finds one, else 0")
-    parser.add_argument("--width", type=positive_int, default=None, help="requested frame width, pixels")
-    parser.add_argument("--height", type=positive_int, default=None, help="requested frame height, pixels")
-    parser.add_argument("--fps", type=positive_number, default=None, help="requested camera frame rate")
-    parser.add_argument("--rate", type=non_negative_number, default=0.0,
-                        help="classify a live source at most this many times a second (0 = every frame it can); "
-                             "the newest frame is used each time")
-    parser.add_argument("--roi", type=parse_roi, default="center", metavar="center|full|X,Y,W,H",
-                        help="region classified: centre square, whole frame, or a box in pixels or fractions")
-    parser.add_argument("--roi_size", type=fraction, default=0.6,
-                        help="side of the centre square, as a fraction of the frame's shorter side")
-    parser.add_argument("--top_k", type=positive_int, default=3, help="labels shown per frame")
-    parser.add_argument("--smooth", type=positive_int, default=1,
-                        help="average probabilities over the last N frames (1 = off)")
-    parser.add_argument("--threshold", type=probability, default=None,
-                        help="below this top probability the label is 'unknown' (as in classify)")
+    add_camera_arguments(parser, "video file, stream URL (rtsp://, http://) or camera index, instead of --camera")
     parser.add_argument("--inset", action="store_true", help="show the 28x28 model input in a corner")
     parser.add_argument("--headless", action="store_true",
                         help="no window: one JSON line per frame on stdout (automatic without a display)")
@@ -123,9 +98,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(n: of none) into DIR/<class>/, the layout `python -m train --photos DIR` reads")
     parser.add_argument("--loop", action="store_true", help="replay a video file at its end")
     parser.add_argument("--max_frames", type=count(0), default=0, help="stop after N classified frames (0 = no limit)")
-    parser.add_argument("--reconnect_timeout", type=non_negative_number, default=60.0,
-                        help="seconds a live camera may deliver nothing before giving up (exit status 6)")
-    add_model_arguments(parser)
 
 
 # --save extension -> FourCC. mp4v and MJPG are built into every OpenCV wheel, headless included.
