@@ -189,14 +189,16 @@ def _download_with_keras() -> Path:
     return Path.home() / KERAS_SUBDIR
 
 
-def stratified_indices(labels: np.ndarray, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_indices(labels: np.ndarray, per_class, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(held, rest): `per_class` indices of every class held out, sorted, and the
-    others in a shuffled order. Pure given the seed. Training's validation split
-    and the converter's calibration sample both come from here."""
+    others in a shuffled order. `per_class` is a count, or a function of a class's
+    size giving its count. Pure given the seed. Training's validation split, the
+    photos' split and the converter's calibration sample all come from here."""
     rng = np.random.default_rng(seed)
     held, rest = [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        held.append(idx[:per_class])
-        rest.append(idx[per_class:])
+        n = per_class(len(idx)) if callable(per_class) else per_class
+        held.append(idx[:n])
+        rest.append(idx[n:])
     return np.sort(np.concatenate(held)), rng.permutation(np.concatenate(rest))

@@ -29,10 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.classifier import DEFAULT_THRESHOLD
+from edge_runtime.collect import NONE  # the label of a photo of no class of the model
 from edge_runtime.errors import DataError
 
 LABELS = "labels.csv"  # file,label[,source,source_sha256,notes], beside the images
-NONE = "none"  # a photo of no class of the model
+
 NONE_INDEX = -1  # its label index in a PhotoSet
 DEFAULT_PHOTO_DIR = Path(__file__).resolve().parent.parent / "data" / "photos"
 MAX_PHOTOS = 100_000  # a folder with more is a mistake, not a photo collection
@@ -135,16 +137,13 @@ def load_folders(directory: Path, class_names: list[str]) -> PhotoSet:
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) indices: val_fraction of every label (`none` too) held out, at least
     one of a label with two or more photos. Pure given the seed."""
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n_val = int(round(len(idx) * val_fraction))
-        if val_fraction > 0 and len(idx) >= 2:
-            n_val = min(max(n_val, 1), len(idx) - 1)
-        val.append(idx[:n_val])
-        train.append(idx[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+    from edge_runtime.dataset import stratified_indices
+
+    def n_val(size: int) -> int:
+        n = int(round(size * val_fraction))
+        return min(max(n, 1), size - 1) if val_fraction > 0 and size >= 2 else n
+    val, train = stratified_indices(labels, n_val, seed)
+    return np.sort(train), val
 
 
 # -- augmentation of the photo, before preprocessing --------------------------------
@@ -260,7 +259,7 @@ def prepare(sources: dict[str, PhotoSet], copies: dict[str, int], val_fraction: 
                           np.array(val_source, dtype=str), counts)
 
 
-def evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict:
+def evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> dict:
     """Accuracy on in-class photos and the `unknown` shares at `threshold`. Pure.
     unknown = top score below the threshold, what `classify` reports."""
     known = labels != NONE_INDEX
