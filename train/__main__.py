@@ -6,6 +6,7 @@ import argparse
 
 from edge_runtime import process
 
+from . import distribute
 from .config import add_config_arguments, config_from_args
 
 
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         if args.resume and not config.name:
             raise ValueError("--resume needs --name of the run to continue")
+        distribute.check(config.distribute)
     except (ValueError, OSError) as e:
         parser.error(str(e))
     # TensorFlow loads here, after the arguments are known to be good.

@@ -48,6 +48,7 @@ class TrainConfig:
     precision: str = field(default="auto", metadata={"help": "float32, mixed_bfloat16, or auto: mixed_bfloat16 where the CPU has native bfloat16 (AVX512_BF16/AMX), else float32. model.keras is float32 either way"})
     val_size: int = field(default=6000, metadata={"help": "validation images held out of the 60,000 (stratified)"})
     patience: int = field(default=10, metadata={"help": "early stopping: epochs without val_accuracy gain"})
+    distribute: str = field(default="none", metadata={"help": "none; mirrored: every GPU of this machine; multi_worker: the machines in TF_CONFIG, each running this same command (docs/distributed.md)"})
     max_minutes: float | None = field(default=None, metadata={"help": "stop starting new epochs after this wall time"})
     seed: int = 0
     train_limit: int | None = field(default=None, metadata={"help": "use only this many training images (quick tries, tests)"})

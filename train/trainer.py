@@ -11,6 +11,8 @@ import json
 import math
 import os
 import platform
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from edge_runtime import atomic, dataset
 from edge_runtime.contract import CLASS_NAMES
 from edge_runtime.evaluation import confusion_counts
 
-from . import augment, precision
+from . import augment, distribute, precision
 from .config import TrainConfig
 from .errors import ConfigError, NoCheckpointError, RunExistsError, TrainingError
 from .rundir import LATEST, RunDir
@@ -131,7 +133,10 @@ def minutes_left(epoch_seconds: list[float], epochs_done: int, epochs: int) -> f
     return float(np.median(epoch_seconds)) * (epochs - epochs_done) / 60 if epoch_seconds else 0.0
 
 
-def _callbacks(run: RunDir, config: TrainConfig, start_time: float, best_so_far: float):
+def _callbacks(run: RunDir, config: TrainConfig, start_time: float, best_so_far: float, strategy=None):
+    """The Progress callback writing into `run`. Under a strategy every worker runs it
+    with the same logs (fit averages them over workers), so all take the same
+    decisions; the time budget is agreed on (distribute.any_worker)."""
     import keras
 
     class Progress(keras.callbacks.Callback):
@@ -175,7 +180,7 @@ def _callbacks(run: RunDir, config: TrainConfig, start_time: float, best_so_far:
                 self.model.stop_training = True
             if config.max_minutes is not None:
                 elapsed = time.time() - start_time
-                if elapsed + np.median(self.epoch_seconds) > config.max_minutes * 60:
+                if distribute.any_worker(strategy, elapsed + np.median(self.epoch_seconds) > config.max_minutes * 60):
                     print(f"time budget: {elapsed / 60:.1f} of {config.max_minutes} minutes used, "
                           "no room for another epoch", flush=True)
                     self.model.stop_training = True
@@ -255,6 +260,8 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
 
     from . import models
     start = time.time()
+    strategy = distribute.make_strategy(config.distribute)  # before TensorFlow's first op
+    chief = distribute.is_chief(strategy)
     if config.init_from:
         config = with_base_architecture(config)
     name = config.name or f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -264,11 +271,19 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
         if not run.checkpoint_state.is_file():
             raise NoCheckpointError(f"{run_dir} has no checkpoint to resume from "
                                     f"(looked for {run.checkpoint_state.name})")
-    elif run.model.exists():
+    elif run.model.exists() and chief:
         raise RunExistsError(f"{run_dir} already holds a trained model; pick another --name or pass --resume")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(run.config, config.to_json())
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(run.config, config.to_json())
+        written = run
+    else:  # the same files, thrown away (distribute.py)
+        written = RunDir(Path(tempfile.mkdtemp(prefix=f"{name}-worker-")))
     print(f"run directory: {run_dir}\nconfig:\n{config.to_json()}", flush=True)
+    if strategy is not None:
+        print(f"distributed: {config.distribute}, {strategy.num_replicas_in_sync} replica(s); "
+              + ("this process is the chief and writes the run directory" if chief
+                 else f"this worker writes nothing (scratch copy in {written.path})"), flush=True)
 
     data = dataset.load(config.data_dir, allow_download=True)
     split = stratified_split(data.train_images, data.train_labels, config.val_size, config.seed, config.train_limit)
@@ -291,15 +306,22 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
     keras.utils.set_random_seed(config.seed)
     policy = precision.resolve(config.precision)
     print(f"precision: {policy}", flush=True)
-    steps = math.ceil(len(train_x) / config.batch_size)
+    if strategy is None:
+        steps = math.ceil(len(train_x) / config.batch_size)
+    else:  # full global batches only, so that every replica gets rows
+        steps = len(train_x) // config.batch_size
+        if steps == 0:
+            raise ConfigError(f"{len(train_x)} training inputs are fewer than one batch ({config.batch_size})")
     first_epoch, best = 0, -1.0
     if resume:
         state = json.loads(run.checkpoint_state.read_text())
         first_epoch, best = state["epoch"] + 1, state["best_val_accuracy"]
-        model = keras.models.load_model(run.checkpoint)
+        with distribute.scope(strategy):
+            model = keras.models.load_model(run.checkpoint)
         print(f"resuming after epoch {first_epoch} (best val_accuracy so far {best:.4f})", flush=True)
     else:
-        model = build_and_compile(config, steps, policy)
+        with distribute.scope(strategy):
+            model = build_and_compile(config, steps, policy)
         if config.init_from:
             model.set_weights(keras.models.load_model(RunDir(Path(config.init_from)).model).get_weights())
             print(f"starting from the weights of {config.init_from}", flush=True)
@@ -308,16 +330,34 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
 
     aug = augment_config(config)
     batches = augmented_batches_class()(train_x, train_targets, config.batch_size, aug, config.seed, first_epoch)
-    progress = _callbacks(run, config, start, best)
+    progress = _callbacks(written, config, start, best, strategy)
+    if strategy is None:
+        train_data, validation = batches, (val_x[..., None], val_targets)
+    else:
+        train_data = distribute.distributed_batches(strategy, batches, steps)
+        validation = (val_x[..., None].astype(np.float32), val_targets)
     interrupted = False
     if first_epoch < config.epochs:
         try:
-            model.fit(batches, epochs=config.epochs, initial_epoch=first_epoch, verbose=0,
-                      validation_data=(val_x[..., None], val_targets), callbacks=[progress])
+            model.fit(train_data, epochs=config.epochs, initial_epoch=first_epoch, verbose=0,
+                      steps_per_epoch=steps if strategy is not None else None, shuffle=strategy is None,
+                      validation_data=validation, callbacks=[progress])
         except KeyboardInterrupt:
             interrupted = True
             print("\ninterrupted: finishing with the best checkpoint so far (Ctrl-C again to abort)", flush=True)
+        except Exception as e:
+            lost = distribute.lost_contact(e) if strategy is not None else None
+            if lost is None:
+                raise
+            raise TrainingError(f"lost contact with another worker ({lost}); the last finished epoch "
+                                f"is in {run_dir}: run the same commands with --resume --name {name}") from None
     train_seconds = time.time() - start
+    if not chief:
+        shutil.rmtree(written.path, ignore_errors=True)
+        if not interrupted:
+            print(f"worker done after {train_seconds / 60:.1f} min; waiting for the chief to write {run_dir}", flush=True)
+            distribute.wait_for_all(strategy)
+        return run_dir
     if not run.model.exists():
         raise TrainingError("training stopped before the first epoch finished; nothing to keep")
 
@@ -336,6 +376,8 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
         "macs_per_image": models.count_macs(best_model),
         "train_seconds": round(train_seconds, 1),
         "precision": policy,
+        "distribute": {"strategy": config.distribute,
+                       "replicas": strategy.num_replicas_in_sync if strategy is not None else 1},
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "versions": library_versions(),
         **classification_metrics(data.test_labels, predicted),
@@ -370,6 +412,8 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
         print(f"wrote {run_dir}; {Path(config.out_dir) / LATEST} -> {name}", flush=True)
     else:
         print(f"wrote {run_dir}", flush=True)
+    if not interrupted:  # an interrupted chief left the others mid-epoch; they stop on their own
+        distribute.wait_for_all(strategy)  # the workers exit with the chief
     return run_dir
 
 
