@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 
 from train import distribute
+from edge_runtime.errors import UsageError
 from train.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,23 +29,12 @@ def tf_config(ports: list[int], index: int) -> str:
                        "task": {"type": "worker", "index": index}})
 
 
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def start_workers(args: list[str], tmp_path: Path, n: int = 2) -> list[subprocess.Popen]:
     """n `python -m train` processes forming one cluster; scratch files in tmp_path/scratch."""
-    ports = free_ports(n)
     (tmp_path / "scratch").mkdir(exist_ok=True)
     procs = []
-    for i in range(n):
-        env = {**os.environ, "TF_CONFIG": tf_config(ports, i), "TMPDIR": str(tmp_path / "scratch"),
+    for i, config in enumerate(distribute.local_tf_configs(n)):
+        env = {**os.environ, "TF_CONFIG": config, "TMPDIR": str(tmp_path / "scratch"),
                "TF_CPP_MIN_LOG_LEVEL": "2"}
         log = open(tmp_path / f"worker{i}.log", "w")
         procs.append(subprocess.Popen([sys.executable, "-m", "train", "--distribute", "multi_worker", *args],
@@ -80,6 +69,14 @@ def test_tf_config_is_read_and_mistakes_are_named():
                         ('{"cluster": {"chief": ["a:1", "b:1"]}, "task": {"type": "chief", "index": 0}}', "one chief")]:
         with pytest.raises(ConfigError, match=words):
             distribute.cluster_from_tf_config(text)
+
+
+def test_local_tf_configs_describe_one_cluster_on_this_machine():
+    configs = [json.loads(c) for c in distribute.local_tf_configs(3)]
+    assert [c["task"] for c in configs] == [{"type": "worker", "index": i} for i in range(3)]
+    addresses = configs[0]["cluster"]["worker"]
+    assert all(c["cluster"]["worker"] == addresses for c in configs) and len(set(addresses)) == 3
+    assert all(a.startswith("127.0.0.1:") for a in addresses)
 
 
 def test_check_refuses_unknown_strategies_and_needs_tf_config_only_for_multi_worker():
@@ -156,3 +153,70 @@ def test_a_lost_worker_ends_the_chief_with_one_line_and_a_resumable_run(tmp_path
     assert len(error) == 1 and "lost contact with another worker" in error[0] and "--resume" in error[0]
     assert "Traceback" not in log
     assert (out / "two" / "checkpoint.keras").is_file()
+
+
+# -- distributed tuning (Keras Tuner's chief and workers) -----------------------------
+def test_tuning_role_comes_from_keras_tuners_variables():
+    from tools.tune import Role, role_from_env
+    assert role_from_env({}) == Role() and not Role().distributed
+    chief = role_from_env({"KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_IP": "10.0.0.5",
+                           "KERASTUNER_ORACLE_PORT": "8000"})
+    assert chief.chief and chief.oracle == "10.0.0.5:8000"
+    worker = role_from_env({"KERASTUNER_TUNER_ID": "tuner1", "KERASTUNER_ORACLE_IP": "10.0.0.5",
+                            "KERASTUNER_ORACLE_PORT": "8000"})
+    assert worker.distributed and not worker.chief and worker.tuner_id == "tuner1"
+    with pytest.raises(UsageError, match="KERASTUNER_ORACLE_PORT not set"):
+        role_from_env({"KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_IP": "10.0.0.5"})
+    for port in ("http", "0", "70000"):
+        with pytest.raises(UsageError, match="port number"):
+            role_from_env({"KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_IP": "h", "KERASTUNER_ORACLE_PORT": port})
+
+
+def test_distributed_tuning_needs_a_shared_search_name(monkeypatch, tmp_path, capsys):
+    from tools import tune
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8000")
+    assert tune.main(["--out_dir", str(tmp_path)]) == 2
+    assert "needs --name" in capsys.readouterr().err
+
+
+def test_a_chief_and_two_workers_finish_a_search_and_agree_on_the_best(tmp_path):
+    """Keras Tuner's distributed mode on 127.0.0.1: Hyperband with max_epochs 3 is
+    6 trials; the chief hands them out and writes best_config.json."""
+    from tools.tune import best_config_values
+    from train.config import TrainConfig
+    (port,) = [json.loads(c)["cluster"]["worker"][0].split(":")[1] for c in distribute.local_tf_configs(1)]
+    out = tmp_path / "runs"
+    procs = []
+    for tuner_id in ("chief", "tuner0", "tuner1"):
+        env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": "127.0.0.1",
+               "KERASTUNER_ORACLE_PORT": port, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        log = open(tmp_path / f"{tuner_id}.log", "w")
+        procs.append(subprocess.Popen([sys.executable, "-m", "tools.tune", "--max_epochs", "3", "--train_limit", "600",
+                                       "--val_size", "500", "--out_dir", str(out), "--name", "search"],
+                                      cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    statuses = finish(procs)
+    logs = {t: (tmp_path / f"{t}.log").read_text() for t in ("chief", "tuner0", "tuner1")}
+    assert statuses == [0, 0, 0], logs
+    search = out / "search"
+    ran = {t: json.loads((search / f"trials-{t}.json").read_text()) for t in ("tuner0", "tuner1")}
+    assert ran["tuner0"] and ran["tuner1"], "both workers ran trials"
+    ids = [t["trial"] for trials in ran.values() for t in trials]
+    assert len(ids) == len(set(ids)) == 6  # every trial ran once, on one worker
+    best_score = max(t["score"] for trials in ran.values() for t in trials)
+    best_values = [best_config_values(t["values"]) for trials in ran.values() for t in trials if t["score"] == best_score]
+    config = TrainConfig.from_dict(json.loads((search / "best_config.json").read_text()))
+    assert {k: getattr(config, k) for k in best_values[0]} in best_values
+    assert config.train_limit is None and config.name is None
+    for t in ("tuner0", "tuner1"):
+        assert "the chief writes" in logs[t] and "Traceback" not in logs[t]
+
+
+def test_step_estimate_adds_the_ring_all_reduce_to_the_per_machine_compute():
+    from tools.distributed_steps import estimate
+    compute = {128: 0.040, 64: 0.025, 32: 0.017}
+    # 2 machines: each sends and receives 2(2-1)/2 = 1x the gradient; 1.4 MB at 1 Gbit/s is 11.2 ms
+    assert estimate(compute, 1_400_000, 2, 1.0) == pytest.approx(0.025 + 0.0112)
+    # 4 machines: 1.5x the gradient over each link, compute of 32 images
+    assert estimate(compute, 1_400_000, 4, 10.0) == pytest.approx(0.017 + 0.00168)

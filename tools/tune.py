@@ -6,6 +6,14 @@ reads: make train ARGS="--config runs/tune-<stamp>/best_config.json".
 The default budget is small (a slice of the data, a few epochs per trial) so
 it finishes in minutes on two cores; --big searches on all the data for longer.
 Keras Tuner is an optional dependency of this command only (pip install '.[tune]').
+
+Distributed, with Keras Tuner's own mode: the same command on every machine,
+with KERASTUNER_TUNER_ID ("chief" on one, tuner0, tuner1, ... on the others),
+KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT (the chief's address) set.
+The chief holds the search (Keras Tuner's oracle, over gRPC) and writes
+best_config.json when every worker has finished; the workers run the trials.
+All of them need the same --name, and Hyperband needs the directory shared:
+a worker may continue a trial from another's checkpoint (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -14,15 +22,57 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge_runtime import atomic, dataset, process
+from edge_runtime.errors import UsageError
 from train.config import add_config_arguments, config_from_args
 
 # edge widths up to 32 keep the model within 400 KB as int8 (width 32: 351k parameters, 36: 443k)
 SEARCH_SPACE = {"width": [16, 20, 24, 28, 32], "dropout": (0.1, 0.5), "learning_rate": (1e-3, 1e-2)}
+DISTRIBUTED_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
+IDLE_WAIT = 1.0  # s a worker waits before asking the chief again while other workers finish trials
+
+
+@dataclass(frozen=True)
+class Role:
+    """This process's part in a search: one process alone, the chief, or a worker."""
+    tuner_id: str = "tuner0"  # Keras Tuner's name for a process that runs trials alone
+    oracle: str | None = None  # the chief's "ip:port" when distributed
+
+    @property
+    def distributed(self) -> bool:
+        return self.oracle is not None
+
+    @property
+    def chief(self) -> bool:
+        return self.distributed and "chief" in self.tuner_id  # Keras Tuner's own test
+
+
+def role_from_env(environ) -> Role:
+    """The Role Keras Tuner's environment variables give, or UsageError. Pure.
+    Keras Tuner itself runs alone when only some are set, and takes any port text."""
+    present = [name for name in DISTRIBUTED_ENV if environ.get(name)]
+    if not present:
+        return Role()
+    if len(present) < len(DISTRIBUTED_ENV):
+        missing = ", ".join(name for name in DISTRIBUTED_ENV if name not in present)
+        raise UsageError(f"distributed tuning needs {', '.join(DISTRIBUTED_ENV)}; {missing} not set")
+    port = environ["KERASTUNER_ORACLE_PORT"]
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"KERASTUNER_ORACLE_PORT must be a port number (1-65535), not {port!r}")
+    return Role(environ["KERASTUNER_TUNER_ID"], f"{environ['KERASTUNER_ORACLE_IP']}:{port}")
+
+
+def best_config_values(values: dict) -> dict:
+    """TrainConfig fields from a trial's hyperparameter values (Keras Tuner adds its
+    own tuner/* entries). Pure."""
+    return {"model": "edge", "width": values["width"], "dropout": round(values["dropout"], 2),
+            "learning_rate": float(values["learning_rate"])}
 
 
 @process.command
@@ -35,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     base = config_from_args(args)
+    role = role_from_env(os.environ)  # what Keras Tuner reads
+    if role.distributed and not base.name:
+        raise UsageError("distributed tuning needs --name: the same search directory name on the chief and every worker")
     if base.train_limit is None and not args.big:
         base.train_limit = 12000
     max_epochs, iterations = (15, 2) if args.big else (args.max_epochs, args.hyperband_iterations)
@@ -54,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     aug = trainer.augment_config(base)
     steps = math.ceil(len(split.train_x) / base.batch_size)
     policy = precision.resolve(base.precision)
-    out = Path(base.out_dir) / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(base.out_dir) / (base.name or f"tune-{time.strftime('%Y%m%d-%H%M%S')}")
 
     def build(hp):
         config = dataclasses.replace(
@@ -64,24 +117,60 @@ def main(argv: list[str] | None = None) -> int:
             learning_rate=hp.Float("learning_rate", *SEARCH_SPACE["learning_rate"], sampling="log"))
         return trainer.build_and_compile(config, steps, policy)
 
-    tuner = keras_tuner.Hyperband(build, objective="val_accuracy", max_epochs=max_epochs,
-                                  hyperband_iterations=iterations, seed=base.seed,
-                                  directory=str(out), project_name="hyperband")
-    print(f"tuning edge on {len(split.train_x)} training / {len(split.val_x)} validation images, "
-          f"max {max_epochs} epochs per trial; results in {out}", flush=True)
-    batches = trainer.augmented_batches_class()(split.train_x, trainer.one_hot(split.train_y), base.batch_size, aug, base.seed)
-    tuner.search(batches, validation_data=(split.val_x[..., None], trainer.one_hot(split.val_y)), verbose=2,
-                 callbacks=[keras.callbacks.EarlyStopping("val_accuracy", patience=3)])
+    class Hyperband(keras_tuner.Hyperband):
+        """Keras Tuner's Hyperband, keeping a record of the trials this process ran, and
+        pausing when the chief has no trial to give yet: Keras Tuner asks again at once,
+        a loop of requests that takes a core from the chief while others finish."""
+        def __init__(self, *args, **kwargs):
+            self.ran, self.asked_without_trial = [], False
+            super().__init__(*args, **kwargs)
+
+        def pre_create_trial(self):
+            if self.asked_without_trial:
+                time.sleep(IDLE_WAIT)
+            self.asked_without_trial = True
+
+        def on_trial_begin(self, trial):
+            self.asked_without_trial = False
+            super().on_trial_begin(trial)
+
+        def on_trial_end(self, trial):
+            super().on_trial_end(trial)
+            done = self.oracle.get_trial(trial.trial_id)  # scored by the oracle, on the chief if distributed
+            self.ran.append({"trial": done.trial_id, "score": done.score, "status": done.status,
+                             "values": {k: v for k, v in done.hyperparameters.values.items()}})
+            atomic.write_text(out / f"trials-{role.tuner_id}.json", json.dumps(self.ran, indent=1))
+
+    tuner = Hyperband(build, objective="val_accuracy", max_epochs=max_epochs,
+                      hyperband_iterations=iterations, seed=base.seed,
+                      directory=str(out.parent), project_name=out.name)
+    if role.chief:
+        print(f"chief: holding the search on {role.oracle} for the workers "
+              f"(the same command with KERASTUNER_TUNER_ID=tuner0, tuner1, ...); results in {out}", flush=True)
+        tuner.search()  # serves the oracle until every worker has been told the search is over
+    else:
+        print(f"{role.tuner_id}: tuning edge on {len(split.train_x)} training / {len(split.val_x)} validation images, "
+              f"max {max_epochs} epochs per trial; results in {out}"
+              + (f"; trials from the chief at {role.oracle}" if role.distributed else ""), flush=True)
+        batches = trainer.augmented_batches_class()(split.train_x, trainer.one_hot(split.train_y), base.batch_size, aug, base.seed)
+        tuner.search(batches, validation_data=(split.val_x[..., None], trainer.one_hot(split.val_y)), verbose=2,
+                     callbacks=[keras.callbacks.EarlyStopping("val_accuracy", patience=3)])
+    if role.distributed and not role.chief:
+        scores = [t["score"] for t in tuner.ran if t["score"] is not None]
+        print(f"{role.tuner_id}: ran {len(tuner.ran)} trial(s)" + (f", its best val_accuracy {max(scores):.4f}" if scores else "")
+              + f"; the chief writes {out / 'best_config.json'}", flush=True)
+        return 0
     best_trials = tuner.oracle.get_best_trials(1)
     if not best_trials or best_trials[0].score is None:
         print(f"error: no tuning trial finished; see the messages above and {out}", file=sys.stderr)
         return 1
     best = best_trials[0].hyperparameters.values
-    best_config = dataclasses.replace(base, model="edge", width=best["width"], dropout=round(best["dropout"], 2),
-                                      learning_rate=float(best["learning_rate"]), train_limit=None, name=None)
+    best_config = dataclasses.replace(base, **best_config_values(best), train_limit=None, name=None)
     path = out / "best_config.json"
     atomic.write_text(path, best_config.to_json())
-    print(f"best: {json.dumps(best)}\nwrote {path}\ntrain it: make train ARGS=\"--config {path}\"")
+    print(f"best: trial {best_trials[0].trial_id}, val_accuracy {best_trials[0].score:.4f}, "
+          f"{json.dumps(best_config_values(best))}\n"
+          f"wrote {path}\ntrain it: make train ARGS=\"--config {path}\"")
     return 0
 
 

@@ -71,6 +71,22 @@ def cluster_from_tf_config(text: str | None) -> Cluster:
     return Cluster(task_type, task_index, workers)
 
 
+def local_tf_configs(workers: int) -> list[str]:
+    """TF_CONFIG for each of `workers` processes on this machine (127.0.0.1, free
+    ports): the tests, tools.distributed_steps and a first try of multi_worker."""
+    import socket
+    sockets = [socket.socket() for _ in range(workers)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+    return [json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": i}})
+            for i in range(workers)]
+
+
 def check(name: str, environ=os.environ) -> None:
     """ConfigError unless `--distribute name` can start here: a known name and, for
     multi_worker, a usable TF_CONFIG. Pure; runs before TensorFlow loads, whose own
