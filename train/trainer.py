@@ -351,9 +351,12 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
                 raise
             raise TrainingError(f"lost contact with another worker ({lost}); the last finished epoch "
                                 f"is in {run_dir}: run the same commands with --resume --name {name}") from None
+        finally:
+            if not chief:
+                shutil.rmtree(written.path, ignore_errors=True)
     train_seconds = time.time() - start
     if not chief:
-        shutil.rmtree(written.path, ignore_errors=True)
+        shutil.rmtree(written.path, ignore_errors=True)  # also when there was no epoch left to run
         if not interrupted:
             print(f"worker done after {train_seconds / 60:.1f} min; waiting for the chief to write {run_dir}", flush=True)
             distribute.wait_for_all(strategy)
