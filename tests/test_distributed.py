@@ -59,9 +59,9 @@ TINY = ["--model", "cnn", "--epochs", "1", "--train_limit", "3000", "--val_size"
 
 # -- pure --------------------------------------------------------------------------
 def test_tf_config_is_read_and_mistakes_are_named():
-    assert distribute.cluster_from_tf_config(tf_config([1, 2], 1)) == distribute.Cluster("worker", 1, 2)
+    assert distribute.cluster_from_tf_config(tf_config([1, 2], 1)) == distribute.Cluster("worker", 1, 2, "127.0.0.1:2")
     with_chief = json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker", "index": 0}})
-    assert distribute.cluster_from_tf_config(with_chief) == distribute.Cluster("worker", 0, 2)
+    assert distribute.cluster_from_tf_config(with_chief) == distribute.Cluster("worker", 0, 2, "b:1")
     for text, words in [(None, "needs TF_CONFIG"), ("", "needs TF_CONFIG"), ("{not json", "not a cluster"),
                         ('{"cluster": {}}', "not a cluster"), ('["a"]', "not a cluster"),
                         (tf_config([1, 2], 2), "index 2 is outside"),
@@ -93,6 +93,18 @@ def test_replicas_share_every_row_of_a_batch_once(rows, replicas):
     parts = [distribute.replica_rows(rows, r, replicas) for r in range(replicas)]
     assert sorted(np.concatenate(parts).tolist()) == list(range(rows))
     assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_a_taken_port_ends_train_with_one_line(tmp_path):
+    import socket as socket_module
+    with socket_module.create_server(("127.0.0.1", 0)) as taken:
+        config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{taken.getsockname()[1]}", "127.0.0.1:1"]},
+                             "task": {"type": "worker", "index": 0}})
+        result = subprocess.run([sys.executable, "-m", "train", "--distribute", "multi_worker", "--out_dir", str(tmp_path)],
+                                cwd=ROOT, env={**os.environ, "TF_CONFIG": config}, capture_output=True, text=True,
+                                timeout=WORKER_TIMEOUT)
+    assert result.returncode == 2, result.stderr
+    assert "cannot join the cluster at 127.0.0.1:" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_bad_tf_config_ends_train_with_one_line_before_tensorflow_loads(tmp_path):
@@ -181,6 +193,19 @@ def test_distributed_tuning_needs_a_shared_search_name(monkeypatch, tmp_path, ca
     monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8000")
     assert tune.main(["--out_dir", str(tmp_path)]) == 2
     assert "needs --name" in capsys.readouterr().err
+
+
+def test_a_chief_whose_port_is_taken_says_so_in_one_line(monkeypatch, tmp_path, capsys):
+    import socket as socket_module
+
+    from tools import tune
+    with socket_module.create_server(("127.0.0.1", 0)) as taken:
+        monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+        monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+        monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(taken.getsockname()[1]))
+        assert tune.main(["--out_dir", str(tmp_path), "--name", "s"]) == 2
+    assert "the chief cannot listen on 127.0.0.1:" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_chief_and_two_workers_finish_a_search_and_agree_on_the_best(tmp_path):

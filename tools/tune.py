@@ -68,6 +68,19 @@ def role_from_env(environ) -> Role:
     return Role(environ["KERASTUNER_TUNER_ID"], f"{environ['KERASTUNER_ORACLE_IP']}:{port}")
 
 
+def check_can_listen(address: str) -> None:
+    """UsageError unless the chief can listen on "ip:port" (gRPC would fail later,
+    with a traceback)."""
+    import socket
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_server((host, int(port))):
+            pass
+    except OSError as e:
+        raise UsageError(f"the chief cannot listen on {address}: {e.strerror or e}; "
+                         "pick another KERASTUNER_ORACLE_PORT, or this machine's address") from None
+
+
 def best_config_values(values: dict) -> dict:
     """TrainConfig fields from a trial's hyperparameter values (Keras Tuner adds its
     own tuner/* entries). Pure."""
@@ -88,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     role = role_from_env(os.environ)  # what Keras Tuner reads
     if role.distributed and not base.name:
         raise UsageError("distributed tuning needs --name: the same search directory name on the chief and every worker")
+    if role.chief:
+        check_can_listen(role.oracle)
     if base.train_limit is None and not args.big:
         base.train_limit = 12000
     max_epochs, iterations = (15, 2) if args.big else (args.max_epochs, args.hyperband_iterations)

@@ -41,6 +41,7 @@ class Cluster:
     task_type: str            # "chief" or "worker"
     task_index: int
     workers: int              # processes taking part, the chief included
+    address: str              # this process's "host:port" in the cluster
 
 
 def cluster_from_tf_config(text: str | None) -> Cluster:
@@ -68,7 +69,7 @@ def cluster_from_tf_config(text: str | None) -> Cluster:
     if len(members.get("chief", [])) > 1:
         raise ConfigError("TF_CONFIG: a cluster has at most one chief")
     workers = len(members.get("chief", [])) + len(members.get("worker", []))
-    return Cluster(task_type, task_index, workers)
+    return Cluster(task_type, task_index, workers, str(members[task_type][task_index]))
 
 
 def local_tf_configs(workers: int) -> list[str]:
@@ -107,7 +108,12 @@ def make_strategy(name: str, environ=os.environ):
     import tensorflow as tf
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    return _keras_multi_worker_strategy_class()()
+    try:
+        return _keras_multi_worker_strategy_class()()
+    except tf.errors.OpError as e:  # e.g. "Could not start gRPC server"
+        address = cluster_from_tf_config(environ.get("TF_CONFIG")).address
+        raise ConfigError(f"this worker cannot join the cluster at {address}: {e.message}; "
+                          "is the port in use, or the address not this machine's?") from None
 
 
 def _keras_multi_worker_strategy_class():
