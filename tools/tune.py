@@ -137,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         pausing when the chief has no trial to give yet: Keras Tuner asks again at once,
         a loop of requests that takes a core from the chief while others finish."""
         def __init__(self, *args, **kwargs):
-            self.ran, self.asked_without_trial = [], False
+            self.record = out / f"trials-{role.tuner_id}.json"  # kept across a continued search
+            self.ran = json.loads(self.record.read_text()) if self.record.is_file() else []
+            self.asked_without_trial = False
             super().__init__(*args, **kwargs)
 
         def pre_create_trial(self):
@@ -153,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             super().on_trial_end(trial)
             done = self.oracle.get_trial(trial.trial_id)  # scored by the oracle, on the chief if distributed
             self.ran.append({"trial": done.trial_id, "score": done.score, "status": done.status,
-                             "values": {k: v for k, v in done.hyperparameters.values.items()}})
-            atomic.write_text(out / f"trials-{role.tuner_id}.json", json.dumps(self.ran, indent=1))
+                             "values": dict(done.hyperparameters.values)})
+            atomic.write_text(self.record, json.dumps(self.ran, indent=1))
 
     tuner = Hyperband(build, objective="val_accuracy", max_epochs=max_epochs,
                       hyperband_iterations=iterations, seed=base.seed,
