@@ -25,8 +25,10 @@ WORKER_TIMEOUT = 300  # s; a two-worker tiny run takes about 30 s here
 
 
 def tf_config(ports: list[int], index: int) -> str:
-    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                       "task": {"type": "worker", "index": index}})
+    """Worker `index`'s TF_CONFIG on 127.0.0.1:ports; an index past the end too (a mistake to test)."""
+    config = json.loads(distribute.tf_configs([f"127.0.0.1:{p}" for p in ports])[0])
+    config["task"]["index"] = index
+    return json.dumps(config)
 
 
 def start_workers(args: list[str], tmp_path: Path, n: int = 2) -> list[subprocess.Popen]:
@@ -98,8 +100,7 @@ def test_replicas_share_every_row_of_a_batch_once(rows, replicas):
 def test_a_taken_port_ends_train_with_one_line(tmp_path):
     import socket as socket_module
     with socket_module.create_server(("127.0.0.1", 0)) as taken:
-        config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{taken.getsockname()[1]}", "127.0.0.1:1"]},
-                             "task": {"type": "worker", "index": 0}})
+        config = tf_config([taken.getsockname()[1], 1], 0)
         result = subprocess.run([sys.executable, "-m", "train", "--distribute", "multi_worker", "--out_dir", str(tmp_path)],
                                 cwd=ROOT, env={**os.environ, "TF_CONFIG": config}, capture_output=True, text=True,
                                 timeout=WORKER_TIMEOUT)
@@ -213,7 +214,7 @@ def test_a_chief_and_two_workers_finish_a_search_and_agree_on_the_best(tmp_path)
     6 trials; the chief hands them out and writes best_config.json."""
     from tools.tune import best_config_values
     from train.config import TrainConfig
-    (port,) = [json.loads(c)["cluster"]["worker"][0].split(":")[1] for c in distribute.local_tf_configs(1)]
+    port = distribute.free_local_addresses(1)[0].rsplit(":", 1)[1]
     out = tmp_path / "runs"
     procs = []
     for tuner_id in ("chief", "tuner0", "tuner1"):
@@ -247,3 +248,10 @@ def test_step_estimate_adds_the_ring_all_reduce_to_the_per_machine_compute():
     assert estimate(compute, 1_400_000, 2, 1.0) == pytest.approx(0.025 + 0.0112)
     # 4 machines: 1.5x the gradient over each link, compute of 32 images
     assert estimate(compute, 1_400_000, 4, 10.0) == pytest.approx(0.017 + 0.00168)
+
+
+def test_a_distributed_epoch_has_full_batches_only():
+    assert distribute.steps_per_epoch(1000, 128, distributed=False) == 8  # the last batch has 104
+    assert distribute.steps_per_epoch(1000, 128, distributed=True) == 7
+    with pytest.raises(ConfigError, match="fewer than one batch"):
+        distribute.steps_per_epoch(100, 128, distributed=True)

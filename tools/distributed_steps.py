@@ -69,9 +69,8 @@ def step_seconds(run_dir: Path) -> tuple[float, int]:
     history = json.loads((run_dir / "history.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    replicas = metrics["distribute"]["replicas"]
-    # distributed runs drop the partial last batch (train/distribute.py)
-    steps = config["train_limit"] // config["batch_size"] if replicas > 1 else -(-config["train_limit"] // config["batch_size"])
+    steps = distribute.steps_per_epoch(config["train_limit"], config["batch_size"],
+                                       distributed=metrics["distribute"]["strategy"] != "none")
     return statistics.median(h["seconds"] for h in history[1:]) / steps, steps
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -72,20 +73,40 @@ def cluster_from_tf_config(text: str | None) -> Cluster:
     return Cluster(task_type, task_index, workers, str(members[task_type][task_index]))
 
 
-def local_tf_configs(workers: int) -> list[str]:
-    """TF_CONFIG for each of `workers` processes on this machine (127.0.0.1, free
-    ports): the tests, tools.distributed_steps and a first try of multi_worker."""
+def tf_configs(addresses: list[str]) -> list[str]:
+    """TF_CONFIG for each worker of a cluster of `addresses` ("host:port"), worker 0
+    the chief. Pure."""
+    return [json.dumps({"cluster": {"worker": list(addresses)}, "task": {"type": "worker", "index": i}})
+            for i in range(len(addresses))]
+
+
+def free_local_addresses(count: int) -> list[str]:
+    """`count` "127.0.0.1:port" addresses whose ports were free a moment ago."""
     import socket
-    sockets = [socket.socket() for _ in range(workers)]
+    sockets = [socket.socket() for _ in range(count)]
     try:
         for s in sockets:
             s.bind(("127.0.0.1", 0))
-        addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+        return [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
     finally:
         for s in sockets:
             s.close()
-    return [json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": i}})
-            for i in range(workers)]
+
+
+def local_tf_configs(workers: int) -> list[str]:
+    """TF_CONFIG for each of `workers` processes on this machine: the tests,
+    tools.distributed_steps and a first try of multi_worker."""
+    return tf_configs(free_local_addresses(workers))
+
+
+def steps_per_epoch(inputs: int, batch_size: int, distributed: bool) -> int:
+    """Steps in an epoch of `inputs` training inputs. Distributed: full global batches
+    only, so that every replica gets rows (ConfigError if there is none)."""
+    if not distributed:
+        return math.ceil(inputs / batch_size)
+    if inputs < batch_size:
+        raise ConfigError(f"{inputs} training inputs are fewer than one batch ({batch_size})")
+    return inputs // batch_size
 
 
 def check(name: str, environ=os.environ) -> None:

@@ -306,12 +306,7 @@ def run(config: TrainConfig, resume: bool = False, make_reports: bool = True, pu
     keras.utils.set_random_seed(config.seed)
     policy = precision.resolve(config.precision)
     print(f"precision: {policy}", flush=True)
-    if strategy is None:
-        steps = math.ceil(len(train_x) / config.batch_size)
-    else:  # full global batches only, so that every replica gets rows
-        steps = len(train_x) // config.batch_size
-        if steps == 0:
-            raise ConfigError(f"{len(train_x)} training inputs are fewer than one batch ({config.batch_size})")
+    steps = distribute.steps_per_epoch(len(train_x), config.batch_size, distributed=strategy is not None)
     first_epoch, best = 0, -1.0
     if resume:
         state = json.loads(run.checkpoint_state.read_text())
