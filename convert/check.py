@@ -95,14 +95,19 @@ def photo_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def unknown_threshold(probabilities: np.ndarray, labels: np.ndarray, max_in_class_unknown: float = 0.10,
-                      candidates: np.ndarray = np.round(np.arange(0.30, 0.951, 0.05), 2)) -> float | None:
+def unknown_threshold(probabilities: np.ndarray, labels: np.ndarray, sources: np.ndarray | None = None,
+                      max_in_class_unknown: float = 0.10,
+                      candidates: np.ndarray = np.round(np.arange(0.20, 0.951, 0.05), 2)) -> float | None:
     """The highest top-score threshold that calls at most `max_in_class_unknown` of the
     in-class photos `unknown` (labels >= 0; negative labels are photos of no class,
-    which a higher threshold catches more of). None without in-class photos. Pure."""
+    which a higher threshold catches more of) in every one of `sources` (one name per
+    photo; None: all photos are one source). Holding every source to the bound, not
+    their sum, is what lets the threshold travel to photos unlike the largest source's.
+    None without in-class photos. Pure."""
     known = labels >= 0
     if not known.any():
         return None
-    top = probabilities[known].max(1)
-    allowed = [float(t) for t in candidates if (top < t).mean() <= max_in_class_unknown]
+    groups = np.zeros(len(labels), int) if sources is None else np.asarray(sources)
+    tops = [probabilities[known & (groups == g)].max(1) for g in np.unique(groups[known])]
+    allowed = [float(t) for t in candidates if all((top < t).mean() <= max_in_class_unknown for top in tops)]
     return max(allowed) if allowed else float(min(candidates))

@@ -134,7 +134,7 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
                  "size_bytes": keras_path.stat().st_size, "batch_seconds_10k": round(keras_seconds, 2)}]
         if photo is not None:
             keras_photo_probs = model.predict(photo.val_x[..., None], verbose=0)
-            rows[0]["unknown_threshold"] = check.unknown_threshold(keras_photo_probs, photo.val_y)
+            rows[0]["unknown_threshold"] = check.unknown_threshold(keras_photo_probs, photo.val_y, photo.val_source)
             rows[0]["photos"] = _photo_figures(keras_photo_probs, photo, rows[0]["unknown_threshold"] or DEFAULT_THRESHOLD)
         predictions = {}
         for variant in config.variant_list():
@@ -161,7 +161,7 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
                       f"{cost['latency_cost_us']:+.0f} µs against full int8", flush=True)
             if photo is not None:
                 photo_probs = clf.predict(photo.val_x)
-                row["unknown_threshold"] = check.unknown_threshold(photo_probs, photo.val_y)
+                row["unknown_threshold"] = check.unknown_threshold(photo_probs, photo.val_y, photo.val_source)
                 row["photos"] = _photo_figures(photo_probs, photo, row["unknown_threshold"] or DEFAULT_THRESHOLD)
             rows.append(row)
             # final metadata: the figures this exact FlatBuffer earned

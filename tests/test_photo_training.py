@@ -167,9 +167,22 @@ def test_unknown_threshold_is_the_highest_that_keeps_in_class_unknown_under_the_
     tops = np.array([0.35, 0.62, 0.68, 0.72, 0.77, 0.81, 0.85, 0.9, 0.93, 0.95, 0.4])
     probs = np.stack([tops, (1 - tops) / 2, (1 - tops) / 2], axis=1)  # the top score is the first
     labels = np.array([0] * 10 + [photos.NONE_INDEX])
-    assert unknown_threshold(probs, labels, 0.10) == 0.6  # 0.35 is the one allowed below it
-    assert unknown_threshold(probs, labels, 0.0) == 0.35
+    assert unknown_threshold(probs, labels, max_in_class_unknown=0.10) == 0.6  # 0.35 is the one allowed below it
+    assert unknown_threshold(probs, labels, max_in_class_unknown=0.0) == 0.35
     assert unknown_threshold(probs[10:], labels[10:]) is None  # no in-class photos: nothing to calibrate on
+
+
+def test_unknown_threshold_holds_every_source_to_the_limit():
+    from convert.check import unknown_threshold
+    # source a: confident (0.9 each); source b: less so (0.5 .. 0.95). Together b's three
+    # low scores are 3 of 20 = 15%; alone they are 3 of 10 = 30%.
+    tops = np.array([0.9] * 10 + [0.5, 0.55, 0.58, 0.8, 0.82, 0.85, 0.88, 0.9, 0.93, 0.95])
+    probs = np.stack([tops, 1 - tops], axis=1)
+    labels = np.zeros(20, int)
+    sources = np.array(["a"] * 10 + ["b"] * 10)
+    pooled = unknown_threshold(probs, labels, max_in_class_unknown=0.15)
+    per_source = unknown_threshold(probs, labels, sources, max_in_class_unknown=0.15)
+    assert pooled == 0.8 and per_source == 0.55  # b may lose one photo of ten, not three
 
 
 def test_own_photo_picks_leave_every_class_something_to_evaluate():

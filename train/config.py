@@ -39,6 +39,7 @@ class TrainConfig:
     contrast_prob: float = field(default=0.0, metadata={"help": "augmentation: random gain/gamma probability"})
     blur_prob: float = field(default=0.0, metadata={"help": "augmentation: 3x3 blur probability"})
     photo_dir: str | None = field(default="data/photos", metadata={"help": "labelled real photos (labels.csv) trained on beside Fashion-MNIST; '' for none"})
+    photo_holdout: str = field(default="", metadata={"help": "comma-separated source datasets of --photo_dir left out of training and validation, for the cross-source benchmark (make real-photos)"})
     photos: str | None = field(default=None, metadata={"help": "your own photos too: one folder per class name (my-photos/Sneaker/1.jpg); 'none' for things of no class"})
     photo_copies: int = field(default=6, metadata={"help": "augmented copies of each --photo_dir training photo per epoch (the first as it is)"})
     own_photo_copies: int = field(default=20, metadata={"help": "augmented copies of each of your own (--photos) training photos per epoch"})
@@ -55,6 +56,9 @@ class TrainConfig:
     data_dir: str | None = field(default=None, metadata={"help": "Fashion-MNIST directory (default: $FASHION_MNIST_DIR, /usr/share/datasets/fashion-mnist, ~/.keras/datasets/fashion-mnist)"})
     out_dir: str = field(default="runs", metadata={"help": "parent of run directories"})
     name: str | None = field(default=None, metadata={"help": "run directory name (default: <model>-<timestamp>)"})
+
+    def photo_holdout_list(self) -> list[str]:
+        return [name.strip() for name in self.photo_holdout.split(",") if name.strip()]
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

@@ -33,7 +33,8 @@ from edge_runtime.classifier import DEFAULT_THRESHOLD
 from edge_runtime.collect import NONE  # the label of a photo of no class of the model
 from edge_runtime.errors import DataError
 
-LABELS = "labels.csv"  # file,label[,source,source_sha256,notes], beside the images
+LABELS = "labels.csv"  # file,label[,dataset,source,source_sha256,notes], beside the images
+DATASET = "dataset"  # labels.csv column: which source dataset a photo comes from (docs/photos.md)
 
 NONE_INDEX = -1  # its label index in a PhotoSet
 DEFAULT_PHOTO_DIR = Path(__file__).resolve().parent.parent / "data" / "photos"
@@ -83,18 +84,31 @@ def read_labels(photo_dir: Path) -> list[dict]:
     return rows
 
 
+def dataset_of(row: dict, photo_dir: Path) -> str:
+    """The source dataset a labels.csv row names; the folder's name when the column is absent. Pure."""
+    return row.get(DATASET) or Path(photo_dir).name
+
+
+def datasets(photo_dir: Path) -> list[str]:
+    """The source datasets of a labelled set, in the order labels.csv first names them."""
+    return list(dict.fromkeys(dataset_of(row, photo_dir) for row in read_labels(photo_dir)))
+
+
 def _read(path: Path) -> np.ndarray:
     from edge_runtime.imageio import read_image
     from edge_runtime.photo import to_bgr
     return to_bgr(read_image(path))
 
 
-def load_labelled(photo_dir: Path, class_names: list[str]) -> PhotoSet:
-    """A labels.csv photo set. Unknown labels and files outside photo_dir are DataErrors."""
+def load_labelled(photo_dir: Path, class_names: list[str], dataset: str | None = None) -> PhotoSet:
+    """A labels.csv photo set, or only its photos from one source `dataset`. Unknown labels
+    and files outside photo_dir are DataErrors."""
     photo_dir = Path(photo_dir)
     root = photo_dir.resolve()
     images, labels, files = [], [], []
     for row in read_labels(photo_dir):
+        if dataset is not None and dataset_of(row, photo_dir) != dataset:
+            continue
         index = class_index(row["label"], class_names)
         if index is None:
             raise DataError(f"{photo_dir / LABELS}: {row['label']!r} is not one of the model's classes or {NONE!r}")

@@ -53,14 +53,21 @@ def training_photos(config: TrainConfig):
 
     from . import photos
     sources = {}
+    copies = {}
     if config.photo_dir:
-        sources["photo_dir"] = photos.load_labelled(photos.find_photo_dir(config.photo_dir), list(CLASS_NAMES))
+        # One source per dataset, so validation and the reports show each apart.
+        photo_dir = photos.find_photo_dir(config.photo_dir)
+        held_out = set(config.photo_holdout_list())
+        for name in photos.datasets(photo_dir):
+            if name not in held_out:
+                sources[name] = photos.load_labelled(photo_dir, list(CLASS_NAMES), dataset=name)
+                copies[name] = config.photo_copies
     if config.photos:
         sources["photos"] = photos.load_folders(Path(config.photos), list(CLASS_NAMES))
+        copies["photos"] = config.own_photo_copies
     if not sources:
         return None
     sources = {k: photos.limited(v, config.photo_limit, config.seed) for k, v in sources.items()}
-    copies = {"photo_dir": config.photo_copies, "photos": config.own_photo_copies}
     return photos.prepare(sources, copies, config.photo_val_fraction, config.seed,
                           len(CLASS_NAMES), (IMAGE_HEIGHT, IMAGE_WIDTH))
 
