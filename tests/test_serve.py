@@ -146,8 +146,8 @@ def test_token_checks_are_constant_time(monkeypatch):
             serve.check_token(header, "a-secret-token")
         assert e.value.status == 401
     compared = []
-    real = serve.hmac.compare_digest
-    monkeypatch.setattr(serve.hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real(a, b))
+    real = serve.access.hmac.compare_digest
+    monkeypatch.setattr(serve.access.hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real(a, b))
     with pytest.raises(HttpError) as e:
         serve.check_token("Bearer a-secret-tokem", "a-secret-token")
     assert e.value.status == 403
@@ -255,7 +255,7 @@ def test_latest_info_and_images(classifier, tiny_int8_model, fashion):
 
 
 def test_latest_after_waits_for_a_newer_frame(classifier, tiny_int8_model, fashion, monkeypatch):
-    monkeypatch.setattr(serve, "LONG_POLL_S", 0.3)
+    monkeypatch.setattr(serve.app, "LONG_POLL_S", 0.3)
     app = make_app(classifier, tiny_int8_model)
     first = snapshot_of(photo_like(fashion.test_images[0]), classifier, number=3)
     app.latest.publish(first)
@@ -301,7 +301,7 @@ def test_bad_uploads_are_400_with_the_one_line_message(classifier, tiny_int8_mod
     response = app.handle("POST", "/api/classify", {"Host": "localhost"}, lambda n: pytest.fail("body read"))
     assert_one_line_error(response, 411, "Content-Length")
     # Every upload slot taken: 503, not a growing pile of decoded images.
-    monkeypatch.setattr(serve, "UPLOAD_WAIT_S", 0.1)
+    monkeypatch.setattr(serve.app, "UPLOAD_WAIT_S", 0.1)
     for _ in range(app.uploads_at_once):
         app._upload_slots.acquire()
     assert_one_line_error(ask(app, "POST", "/api/classify", jpeg), 503, "busy")
@@ -762,8 +762,9 @@ def test_serve_unit_bundle_and_install_script():
     install = (ROOT / "deploy" / "install.sh").read_text()
     assert "--serve) SERVE=1" in install and "install_unit fashion-edge-serve" in install
     subprocess.run(["bash", "-n", str(ROOT / "deploy" / "install.sh")], check=True)
-    assert "edge_runtime/serve.py" in [f"edge_runtime/{p.name}" for p in pi_bundle.runtime_files()]
-    assert "edge_runtime/serve_page.py" in [f"edge_runtime/{p.name}" for p in pi_bundle.runtime_files()]
+    shipped = [p.relative_to(ROOT).as_posix() for p in pi_bundle.runtime_files()]
+    for module in ("__init__", "app", "http", "server", "command", "page"):
+        assert f"edge_runtime/serve/{module}.py" in shipped, module
 
 
 def test_doctor_says_whether_the_port_is_free(tmp_path):

@@ -47,9 +47,10 @@ DEPLOY = {"install.sh": 0o755, "run": 0o755, "requirements-device.txt": 0o644,
 
 
 def runtime_files(root: Path = ROOT) -> list[Path]:
-    """The runtime package's source: *.py and pyproject.toml, no caches."""
+    """The runtime package's source: *.py, its subpackages' (edge_runtime/serve/) and pyproject.toml, no caches."""
     package = root / "edge_runtime"
-    return sorted(p for p in package.iterdir() if p.is_file() and p.suffix in (".py", ".toml"))
+    folders = [package, *(d for d in sorted(package.iterdir()) if (d / "__init__.py").is_file())]
+    return sorted(p for folder in folders for p in folder.iterdir() if p.is_file() and p.suffix in (".py", ".toml"))
 
 
 def git_commit(root: Path = ROOT) -> str | None:
@@ -69,7 +70,8 @@ def bundle_contents(model: Path, root: Path = ROOT) -> dict[str, tuple[bytes, in
     model_bytes = model.read_bytes()
     sidecar = sidecar_path(model)
     sidecar_bytes = sidecar.read_bytes() if sidecar.is_file() else json.dumps(metadata, indent=2).encode()
-    files = {f"edge_runtime/{p.name}": (p.read_bytes(), 0o644) for p in runtime_files(root)}
+    files = {f"edge_runtime/{p.relative_to(root / 'edge_runtime').as_posix()}": (p.read_bytes(), 0o644)
+             for p in runtime_files(root)}
     files[f"{MODELS_DIR}/{MODEL_FILENAME}"] = (model_bytes, 0o644)
     files[f"{MODELS_DIR}/{Path(MODEL_FILENAME).with_suffix('.json')}"] = (sidecar_bytes, 0o644)
     for name, mode in DEPLOY.items():
