@@ -30,12 +30,16 @@ def test_the_committed_photo_set_is_complete_labelled_and_small():
     for r in rows:
         path = photos.DEFAULT_PHOTO_DIR / r["file"]
         sizes += path.stat().st_size
-        assert len(r["source_sha256"]) == 64
-    assert sizes < 20e6  # the copy lives in git
+        assert len(r["source_sha256"]) == 64 and r["licence"] and r["source"]
+    assert sizes < 40e6  # the copy lives in git
     labels = {r["label"] for r in rows}
-    assert {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Shirt", "Sneaker", "none"} <= labels
-    excluded = {r["source"] for r in csv.DictReader(open(photos.DEFAULT_PHOTO_DIR / photo_set.EXCLUDED))}
-    assert not excluded & {r["source"] for r in rows}
+    assert set(NAMES) | {"none"} == labels
+    readme = (photos.DEFAULT_PHOTO_DIR / "README.md").read_text()
+    for dataset in photos.datasets(photos.DEFAULT_PHOTO_DIR):  # each source named with its licence
+        assert f"`{dataset}`" in readme
+    excluded = {(r["dataset"], r["source"]) for r in csv.DictReader(open(photos.DEFAULT_PHOTO_DIR / photo_set.EXCLUDED))}
+    assert not excluded & {(r["dataset"], r["source"]) for r in rows}
+    assert len({r["source_sha256"] for r in rows}) == len(rows)  # no photo twice, from any source
 
 
 def test_stored_photos_are_at_most_the_stored_side():
@@ -141,20 +145,22 @@ def test_rebuild_checks_each_source_photo_and_writes_the_shrunk_copy(tmp_path):
     out.mkdir()
     row = f"images/t-shirt/x.jpg,T-shirt/top,t-shirt/x.jpg,{hashlib.sha256(data).hexdigest()},\n"
     (out / "labels.csv").write_text("file,label,source,source_sha256,notes\n" + row)
-    assert photo_set.rebuild(tmp_path / "source", out) == 1
+    assert photo_set.rebuild({None: tmp_path / "source"}, out) == 1
+    assert photo_set.rebuild({"another-dataset": tmp_path / "source"}, out) == 0  # the row's dataset is 'photos'
     stored = cv2.imread(str(out / "images" / "t-shirt" / "x.jpg"))
     assert max(stored.shape[:2]) == photo_set.STORED_SIDE
     (source / "x.jpg").write_bytes(data + b"changed")
     with pytest.raises(DataError, match="SHA-256 differs"):
-        photo_set.rebuild(tmp_path / "source", out)
+        photo_set.rebuild({None: tmp_path / "source"}, out)
 
 
 @pytest.mark.skipif(not (SHARED / "photo-train").is_dir(), reason=f"{SHARED}/photo-train is absent")
 def test_the_committed_copy_matches_a_rebuild_from_the_source(tmp_path):
-    rows = photos.read_labels(photos.DEFAULT_PHOTO_DIR)[::250]
-    (tmp_path / "labels.csv").write_text("file,label,source,source_sha256,notes\n" + "".join(
-        f"{r['file']},{r['label']},{r['source']},{r['source_sha256']},\n" for r in rows))
-    photo_set.rebuild(SHARED / "photo-train", tmp_path)
+    rows = [r for r in photos.read_labels(photos.DEFAULT_PHOTO_DIR)
+            if r["dataset"] == "clothing-dataset-small"][::250]
+    (tmp_path / "labels.csv").write_text("file,label,dataset,source,source_sha256,notes\n" + "".join(
+        f"{r['file']},{r['label']},{r['dataset']},{r['source']},{r['source_sha256']},\n" for r in rows))
+    assert photo_set.rebuild({"clothing-dataset-small": SHARED / "photo-train"}, tmp_path) == len(rows)
     for r in rows:
         rebuilt = cv2.imread(str(tmp_path / r["file"])).astype(int)
         committed = cv2.imread(str(photos.DEFAULT_PHOTO_DIR / r["file"])).astype(int)
