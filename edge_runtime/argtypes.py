@@ -1,4 +1,5 @@
-"""argparse value types and the --model/--threads pair, shared by every command.
+"""argparse value types, the help formatter and the --model/--threads/--threshold
+flags, shared by every command.
 
 Each type turns one flag's text into a value or raises ArgumentTypeError
 (or ValueError, which argparse reports as "invalid <type> value"), so a bad
@@ -12,7 +13,18 @@ import math
 from pathlib import Path
 from typing import Callable
 
-from .deployed import MODEL_ENV_VAR, MODEL_FILENAME, MODELS_DIR
+from .deployed import DEFAULT_THRESHOLD, MODEL_ENV_VAR, MODEL_FILENAME, MODELS_DIR
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except where there is nothing to show: a default of
+    None (the help says in words what happens then) or a help that names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or "default:" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def count(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
@@ -79,10 +91,19 @@ def non_negative_number(text: str) -> float:
     return value
 
 
+MODEL_HELP = (f"a .tflite model with metadata (default: ${MODEL_ENV_VAR}, else {MODELS_DIR}/{MODEL_FILENAME} "
+              "as `make convert` writes it, else the model shipped with edge_runtime; `info` says which)")
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model and --threads, shared by every command that runs a model."""
-    parser.add_argument("--model", type=Path, default=None,
-                        help=f"a .tflite model with metadata; None means ${MODEL_ENV_VAR}, "
-                             f"else {MODELS_DIR}/{MODEL_FILENAME}")
+    parser.add_argument("--model", type=Path, default=None, help=MODEL_HELP)
     parser.add_argument("--threads", type=thread_count, default=1,
                         help=f"interpreter threads (1 to {MAX_THREADS})")
+
+
+def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
+    """--threshold, shared by every command that labels images; None means the model's own."""
+    parser.add_argument("--threshold", type=probability, default=None,
+                        help="a top score below this is reported as 'unknown' (default: the threshold calibrated "
+                             f"into the model's metadata, else {DEFAULT_THRESHOLD})")

@@ -11,14 +11,14 @@ the FlatBuffer's SHA-256 matches its metadata), single-image latency of
 count, batch throughput when the model has a dynamic batch axis, end-to-end
 latency of a 640x480 BGR camera frame (photo preprocessing + inference +
 top-k), and the peak resident memory of a separate process that loads the
-runtime and the model and classifies (so nothing this process loaded is
-counted). Also the machine, and an estimate of how close the int8 model gets
-to this CPU's int8 arithmetic peak.
+runtime and the model and classifies (`edge_runtime.memory`, so nothing this
+process loaded is counted). Also the machine it ran on.
 
-The measuring functions are plain functions of their arguments, shared with
-the workstation benchmark (`tools/bench.py`). This module never imports
-TensorFlow; numpy, OpenCV and the interpreter are imported when used.
-Runs on Python 3.9+ and numpy 1.23+ (what a Raspberry Pi has).
+What to measure is one `BenchSettings`; `bench_tflite(path, settings)` is
+shared with the workstation benchmark (`tools/bench.py`), which adds the
+Keras rows and the CPU-peak estimate. This module never imports TensorFlow;
+numpy, OpenCV and the interpreter are imported when used. Runs on Python
+3.10+ and numpy 1.23+ (what a Raspberry Pi has).
 """
 
 from __future__ import annotations
@@ -27,20 +27,18 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 from .argtypes import count, thread_list
 from .deployed import MODEL_FILENAME, VARIANTS
-from .errors import EdgeError, UsageError
+from .errors import UsageError
 from .metadata import sha256
 from .synthetic import synthetic_frame
 from .timing import latency_stats, summarize, time_calls
-
-PROBE_MARKER = "BENCH_MEMORY "  # the memory probe's result line on stdout
 
 # Iteration counts: (full run, --quick). Full runs take a few seconds per model
 # on a workstation and well under a minute on a Raspberry Pi 4.
@@ -50,8 +48,35 @@ ITERATIONS = {
     "frame_runs": (300, 10),  # timed end-to-end camera frames
     "batch_images": (4096, 256),  # images per throughput measurement
     "batch_repeats": (5, 2),  # throughput measurements (the median is kept)
-    "memory_runs": (50, 5),  # frames the memory probe classifies
+    "memory_runs": (50, 5),  # frames the memory-probe process classifies
 }
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What one benchmark run measures, and how many times."""
+
+    threads: tuple[int, ...] = (1, 2)
+    runs: int = ITERATIONS["runs"][0]
+    warmup: int = ITERATIONS["warmup"][0]
+    frame_runs: int = ITERATIONS["frame_runs"][0]
+    batch_size: int = 256
+    batch_images: int = ITERATIONS["batch_images"][0]
+    batch_repeats: int = ITERATIONS["batch_repeats"][0]
+    memory_runs: int = ITERATIONS["memory_runs"][0]
+    memory: bool = True  # measure peak memory in a separate process
+    quick: bool = False  # iterations default to the --quick counts
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, memory: bool = True) -> "BenchSettings":
+        """From parsed flags: an iteration flag given wins, else the full-run or --quick count."""
+        quick = bool(getattr(args, "quick", False))
+        counts = {name: getattr(args, name, None) if getattr(args, name, None) is not None
+                  else ITERATIONS[name][1 if quick else 0] for name in ITERATIONS}
+        return cls(threads=tuple(args.threads), batch_size=args.batch_size, memory=memory, quick=quick, **counts)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "threads": list(self.threads)}
 
 
 # -- throughput -----------------------------------------------------------------------
@@ -120,69 +145,15 @@ def _read(path: str) -> str | None:
         return None
 
 
-def int8_peak(flags: set, machine: str, clock_ghz: float | None) -> dict | None:
-    """An ESTIMATE of one core's int8 multiply-accumulate peak from its ISA. Pure.
-
-    MACs per cycle assume the widest int8 dot-product instruction the flags
-    advertise issued every cycle on the stated number of vector units; real
-    parts differ (e.g. some have two 512-bit units, some split 512-bit work
-    into two 256-bit halves), so this is an order of magnitude, not a spec.
-    """
-    m = machine.lower()
-    if "avx512_vnni" in flags or "avx512vnni" in flags:
-        isa, per_cycle, how = "AVX-512 VNNI", 64, "one 512-bit VPDPBUSD (64 int8 MACs) per cycle"
-    elif "avx_vnni" in flags:
-        isa, per_cycle, how = "AVX-VNNI", 64, "two 256-bit VPDPBUSD (32 int8 MACs each) per cycle"
-    elif "avx2" in flags:
-        isa, per_cycle, how = "AVX2", 32, "two 256-bit VPMADDUBSW (+VPMADDWD) per cycle, ~32 int8 MACs"
-    elif "i8mm" in flags:
-        isa, per_cycle, how = "NEON I8MM", 64, "two 128-bit SMMLA (32 int8 MACs each) per cycle"
-    elif "asimddp" in flags:
-        isa, per_cycle, how = "NEON dot product", 32, "two 128-bit SDOT (16 int8 MACs each) per cycle"
-    elif m in ("aarch64", "arm64") or "asimd" in flags or "neon" in flags:
-        isa, per_cycle, how = "NEON", 8, "one 128-bit SMLAL (8 int8 MACs via int16) per cycle, as on a Cortex-A72"
-    elif "sse4_1" in flags or "ssse3" in flags:
-        isa, per_cycle, how = "SSSE3/SSE4", 16, "one 128-bit PMADDUBSW (16 int8 MACs) per cycle"
-    else:
-        return None
-    out = {"isa": isa, "macs_per_cycle_per_core": per_cycle, "assumption": how, "clock_ghz": clock_ghz,
-           "gmacs_per_s_per_core": round(per_cycle * clock_ghz, 1) if clock_ghz else None}
-    return out
-
-
-def efficiency(macs_per_image: int | None, latency_us: float | None, peak: dict | None) -> dict | None:
-    """Achieved MAC rate of one single-thread image and its share of the estimated peak. Pure."""
-    if not macs_per_image or not latency_us:
-        return None
-    achieved = macs_per_image / (latency_us * 1e-6) / 1e9
-    per_core = (peak or {}).get("gmacs_per_s_per_core")
-    return {"macs_per_image": int(macs_per_image), "latency_us": latency_us,
-            "achieved_gmacs_per_s": round(achieved, 2),
-            "peak_gmacs_per_s_per_core": per_core,
-            "fraction_of_peak": round(achieved / per_core, 4) if per_core else None,
-            "note": "ESTIMATE: MACs per image / measured 1-thread latency, against a peak "
-                    "inferred from the CPU's ISA flags and clock (see 'peak.assumption')."}
-
-
-def peak_verdict(fraction_of_peak: float) -> str:
-    """How to read a measured share of the estimated peak, for people. Pure.
-
-    A share above 1 can't be a real efficiency: the estimate assumed fewer
-    int8 MACs per cycle, or a lower clock, than this core delivers (one seen
-    here: an AMD EPYC that /proc/cpuinfo reports at 2.6 GHz ran this
-    model at 1.6-1.7x one 512-bit VNNI instruction per cycle at that clock,
-    in three runs). Saying "164% of peak" would read as a measurement error.
-    """
-    if fraction_of_peak <= 1.0:
-        return f"about {fraction_of_peak:.0%} of peak"
-    return (f"{fraction_of_peak:.1f}x the estimated peak: this core does more int8 MACs per cycle, "
-            "or runs at a higher clock, than the estimate assumes, so the estimate is too low for it")
+def cpuinfo() -> dict:
+    """This machine's /proc/cpuinfo, parsed (empty fields where there is none)."""
+    return parse_cpuinfo(_read("/proc/cpuinfo") or "")
 
 
 def machine_info() -> dict:
-    """CPU model, cores, clock, ISA, OS, Python and the packages the runtime uses."""
+    """CPU model, cores, clock, OS, Python and the packages the runtime uses."""
     import numpy as np
-    info = parse_cpuinfo(_read("/proc/cpuinfo") or "")
+    info = cpuinfo()
     board = _read("/proc/device-tree/model") or info["board"]
     max_khz = _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
     if max_khz and max_khz.isdigit():
@@ -211,7 +182,6 @@ def machine_info() -> dict:
         "cpu": cpu, "board": board, "machine": platform.machine(),
         "cores": os.cpu_count(), "cores_usable": usable,
         "clock_ghz": clock_ghz, "clock_source": clock_source,
-        "int8_peak": int8_peak(info["flags"], platform.machine(), clock_ghz),
         "load_average": load,
         "os": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
         "opencv": opencv, "opencv_threads": opencv_threads, "interpreter": {"package": backend.package, "version": backend.version},
@@ -226,64 +196,6 @@ def describe_machine(m: dict) -> str:
     interp = m.get("interpreter") or {}
     return (f"{m.get('cpu')}{board}{clock}, {cores} cores usable ({m.get('machine')}), "
             f"{interp.get('package')} {interp.get('version')}, Python {m.get('python')}")
-
-
-# -- memory: a separate process --------------------------------------------------------
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, MB (VmHWM; getrusage where /proc is missing)."""
-    status = _read("/proc/self/status")
-    if status:
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    import resource
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)  # bytes on macOS, KB elsewhere
-
-
-def memory_probe(model: str | Path, threads: int = 1, runs: int = 20) -> dict:
-    """In THIS process: import the runtime, load the model, classify frames; report peak RSS per stage.
-
-    Meant to run in a fresh child process (`measure_memory`), where it is all
-    the process does.
-    """
-    stages = {"python": peak_rss_mb()}
-    import numpy  # noqa: F401
-    import cv2  # noqa: F401
-    from .classifier import Classifier
-    from .interpreter import find_interpreter
-    backend = find_interpreter(allow_tensorflow=False)
-    stages["imports"] = peak_rss_mb()
-    clf = Classifier(model, num_threads=threads)
-    stages["model_loaded"] = peak_rss_mb()
-    frame = synthetic_frame()
-    for _ in range(max(1, runs)):
-        result = clf.classify(frame)
-    stages["classified"] = peak_rss_mb()
-    return {"peak_rss_mb": stages["classified"], "stages_mb": stages, "frames": max(1, runs),
-            "label": result.best.label, "interpreter": f"{backend.package} {backend.version}",
-            "tensorflow_imported": "tensorflow" in sys.modules, "pid": os.getpid()}
-
-
-def measure_memory(model: str | Path, threads: int = 1, runs: int = 20, timeout: float = 300) -> dict:
-    """Peak resident memory of a fresh `python -m edge_runtime bench --memory_probe` process, MB.
-
-    The child imports nothing but the runtime (never TensorFlow: only
-    ai-edge-litert or tflite-runtime are allowed), loads the model and
-    classifies `runs` camera frames, then prints its peak RSS (VmHWM).
-    """
-    package_parent = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-m", "edge_runtime", "bench", "--memory_probe", "--model", str(model),
-           "--threads", str(threads), "--memory_runs", str(runs)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(PROBE_MARKER):
-            return json.loads(line[len(PROBE_MARKER):])
-    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-    raise EdgeError(f"memory probe for {model} failed (exit status {proc.returncode}): {tail}")
 
 
 # -- one TFLite model ------------------------------------------------------------------
@@ -310,20 +222,20 @@ def model_facts(path: str | Path) -> dict:
     }
 
 
-def bench_tflite(path: str | Path, threads: Iterable[int] = (1, 2), runs: int = 2000, warmup: int = 200,
-                 frame_runs: int = 300, batch_size: int = 256, batch_images: int = 4096,
-                 batch_repeats: int = 5, memory_runs: int = 50, memory: bool = True,
+def bench_tflite(path: str | Path, settings: BenchSettings = BenchSettings(),
                  say: Callable[[str], None] = lambda s: None) -> dict:
     """Everything measurable about one .tflite model with the runtime alone."""
     import numpy as np
 
     from .classifier import Classifier
+    from .memory import measure_memory
     from .photo import photo_to_input
     row = model_facts(path)
     frame = synthetic_frame()
     image = None
+    frame_warmup = max(1, settings.warmup // 10)
     row.update({"latency": {}, "invoke": {}, "batch": {}, "frame": {}})
-    for t in threads:
+    for t in settings.threads:
         key = str(t)
         say(f"  {row['name']}: {t} thread{'s' if t > 1 else ''}: single image, camera frame, batch")
         clf = Classifier(path, num_threads=t)
@@ -331,21 +243,21 @@ def bench_tflite(path: str | Path, threads: Iterable[int] = (1, 2), runs: int = 
             image = photo_to_input(frame, clf.input_size)
             row["input_dtype"] = np.dtype(clf.input.dtype).name
             row["dynamic_batch"] = bool(clf.input.dynamic_batch)
-            row["preprocess"] = latency_stats(lambda: photo_to_input(frame, clf.input_size), frame_runs,
-                                              max(1, warmup // 10))
-        row["latency"][key] = latency_stats(lambda: clf.predict(image), runs, warmup)
-        row["invoke"][key] = _invoke_stats(clf, image, runs, warmup)
-        row["frame"][key] = latency_stats(lambda: clf.classify(frame, k=3), frame_runs, max(1, warmup // 10))
+            row["preprocess"] = latency_stats(lambda: photo_to_input(frame, clf.input_size), settings.frame_runs,
+                                              frame_warmup)
+        row["latency"][key] = latency_stats(lambda: clf.predict(image), settings.runs, settings.warmup)
+        row["invoke"][key] = _invoke_stats(clf, image, settings.runs, settings.warmup)
+        row["frame"][key] = latency_stats(lambda: clf.classify(frame, k=3), settings.frame_runs, frame_warmup)
         if clf.input.dynamic_batch:
-            batched = Classifier(path, num_threads=t, batch_size=batch_size)
-            images = batch_for_timing(batch_images, clf.input_size)
-            row["batch"][key] = {"batch_size": batch_size,
-                                 **throughput(lambda: batched.predict(images), len(images), batch_repeats)}
+            batched = Classifier(path, num_threads=t, batch_size=settings.batch_size)
+            images = batch_for_timing(settings.batch_images, clf.input_size)
+            row["batch"][key] = {"batch_size": settings.batch_size,
+                                 **throughput(lambda: batched.predict(images), len(images), settings.batch_repeats)}
         else:
             row["batch"][key] = None  # fixed batch of 1: images/s is 1e6 / the single-image median
-    if memory:
+    if settings.memory:
         say(f"  {row['name']}: peak memory of a runtime process")
-        row["memory"] = measure_memory(path, threads=1, runs=memory_runs)
+        row["memory"] = measure_memory(path, threads=1, runs=settings.memory_runs)
     return row
 
 
@@ -398,13 +310,6 @@ def text_table(rows: list[dict], threads: list[int]) -> str:
 
 # -- command line ------------------------------------------------------------------------
 
-def resolve_iterations(args, names: Iterable[str] = tuple(ITERATIONS)) -> dict:
-    """Explicit flags win; otherwise the full-run or --quick default."""
-    quick = bool(getattr(args, "quick", False))
-    return {name: (getattr(args, name, None) if getattr(args, name, None) is not None
-                   else ITERATIONS[name][1 if quick else 0]) for name in names}
-
-
 def add_iteration_arguments(parser: argparse.ArgumentParser) -> None:
     helps = {"runs": "timed single-image calls per measurement", "warmup": "untimed calls before timing",
              "frame_runs": "timed 640x480 camera frames (end to end)",
@@ -427,7 +332,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_iteration_arguments(parser)
     parser.add_argument("--no_memory", action="store_true", help="skip the peak-memory subprocess")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    parser.add_argument("--memory_probe", action="store_true", help=argparse.SUPPRESS)
 
 
 def models_to_bench(paths: list[Path] | None) -> list[Path]:
@@ -449,42 +353,20 @@ def models_to_bench(paths: list[Path] | None) -> list[Path]:
 
 
 def run(args) -> int:
-    chosen = getattr(args, "model", None)
-    if args.memory_probe:  # the child side of measure_memory: nothing else in this process
-        model = chosen[0] if chosen else models_to_bench(None)[0]
-        result = memory_probe(model, threads=args.threads[0],
-                              runs=getattr(args, "memory_runs", ITERATIONS["memory_runs"][0]))
-        print(PROBE_MARKER + json.dumps(result), flush=True)
-        return 0
-    it = resolve_iterations(args)
-    models = models_to_bench(chosen)
+    settings = BenchSettings.from_args(args, memory=not args.no_memory)
+    models = models_to_bench(getattr(args, "model", None))
     say = (lambda s: print(s, file=sys.stderr, flush=True)) if not args.json else (lambda s: None)
     machine = machine_info()
-    config = {"models": [str(m) for m in models], "threads": args.threads, "batch_size": args.batch_size,
-              "memory": not args.no_memory, **it}
+    config = {"models": [str(m) for m in models], **settings.to_dict()}
     say(f"bench config: {json.dumps(config)}\nmachine: {describe_machine(machine)}")
-    rows = []
-    for model in models:
-        rows.append(bench_tflite(model, args.threads, it["runs"], it["warmup"], it["frame_runs"],
-                                 args.batch_size, it["batch_images"], it["batch_repeats"], it["memory_runs"],
-                                 memory=not args.no_memory, say=say))
-    estimate = None
-    int8 = next((r for r in rows if r.get("variant") == "int8"), None)
-    if int8 is not None:
-        t1 = int8["latency"].get("1") or next(iter(int8["latency"].values()))
-        estimate = efficiency(int8.get("macs_per_image"), t1["median_us"], machine["int8_peak"])
-    result = {"machine": machine, "config": config, "quick": bool(args.quick), "models": rows,
-              "int8_efficiency": estimate, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    rows = [bench_tflite(model, settings, say) for model in models]
+    result = {"machine": machine, "config": config, "quick": settings.quick, "models": rows,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"\n{describe_machine(machine)}\n")
-    print(text_table(rows, args.threads))
-    if estimate and estimate.get("fraction_of_peak") is not None:
-        peak = machine["int8_peak"]
-        print(f"\nint8: {estimate['achieved_gmacs_per_s']:.1f} GMAC/s on one thread against an estimated "
-              f"{peak['gmacs_per_s_per_core']:.0f} GMAC/s per core ({peak['isa']}): "
-              f"{peak_verdict(estimate['fraction_of_peak'])}")
-    if args.quick:
+    print(text_table(rows, list(settings.threads)))
+    if settings.quick:
         print("\n--quick: a handful of iterations; these figures are not meaningful.")
     return 0

@@ -1,6 +1,6 @@
 """The on-device classifier: a .tflite model plus its metadata behind one `classify()`.
 
-    clf = Classifier("models/fashion_mnist_int8.tflite")
+    clf = Classifier(deployed.default_model_path())  # models/, else the shipped model
     result = clf.classify(bgr_photo)        # photo -> 28x28 -> model -> top-k
     result = clf.classify_input(image_28)   # an image already in the model's format
     probs = clf.predict(images_n_28_28)     # (N, C) float32, the evaluation path
@@ -8,6 +8,10 @@
 `predict` is the single path from uint8 model inputs to probabilities; the
 converter's accuracy check, the benchmarks and the CLI all go through it.
 Quantization comes from the model's own tensors, never assumed.
+
+A top score below `Classifier.threshold` is reported as `unknown`. It defaults
+to the threshold calibrated into the model's metadata (`unknown_threshold`),
+else DEFAULT_THRESHOLD; every command's --threshold has the same default.
 """
 
 from __future__ import annotations
@@ -18,14 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from .contract import CONTRACT
+from .deployed import DEFAULT_THRESHOLD, MODEL_FILENAME
 from .errors import ModelError
 from .interpreter import find_interpreter, open_interpreter
 from .metadata import read_metadata
 
 UNKNOWN = "unknown"
-# A top score below this is `unknown` when the model's metadata has no calibrated
-# `unknown_threshold` (the converter sets one for models trained on photos).
-DEFAULT_THRESHOLD = 0.5
+
+
+def model_threshold(metadata: dict) -> float:
+    """The model's own `unknown` threshold: its calibrated one, else DEFAULT_THRESHOLD. Pure."""
+    return float(metadata.get("unknown_threshold", DEFAULT_THRESHOLD))
 
 
 @dataclass(frozen=True)
@@ -123,7 +130,6 @@ def require_model_file(path: str | Path) -> Path:
     """`path` as a Path, or the one ModelError every command gives for a missing model."""
     path = Path(path)
     if path.is_dir():
-        from .deployed import MODEL_FILENAME
         raise ModelError(f"model {path} is a directory; pass the .tflite file, e.g. {path / MODEL_FILENAME}")
     if not path.is_file():
         raise ModelError(f"model {path} not found; run `make train convert` or pass --model PATH")
@@ -132,14 +138,13 @@ def require_model_file(path: str | Path) -> Path:
 
 class Classifier:
     def __init__(self, model_path: str | Path, num_threads: int = 1, metadata: dict | None = None,
-                 threshold: float | None = 0.0, batch_size: int = 64):
-        """threshold: a top score below it is `unknown`; None means the model's calibrated
-        `unknown_threshold` from its metadata, else DEFAULT_THRESHOLD."""
+                 threshold: float | None = None, batch_size: int = 64):
+        """threshold: a top score below it is `unknown`; None (the default) means the model's
+        calibrated `unknown_threshold` from its metadata, else DEFAULT_THRESHOLD."""
         self.model_path = require_model_file(model_path)
         self.metadata = metadata if metadata is not None else read_metadata(self.model_path)
         self.labels = list(self.metadata["labels"])
-        self.threshold = (float(self.metadata.get("unknown_threshold", DEFAULT_THRESHOLD))
-                          if threshold is None else threshold)
+        self.threshold = model_threshold(self.metadata) if threshold is None else float(threshold)
         self.batch_size = batch_size
         self.backend = find_interpreter()  # which interpreter package runs the model
         try:

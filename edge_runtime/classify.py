@@ -22,8 +22,8 @@ import os
 import sys
 from pathlib import Path
 
-from .argtypes import add_model_arguments, positive_int, probability
-from .deployed import default_model_path
+from .argtypes import add_model_arguments, add_threshold_argument, positive_int
+from .deployed import find_model
 from .process import printable
 from .errors import EdgeError, UsageError
 
@@ -37,9 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="image files, directories (searched recursively for "
                              ".jpg/.jpeg/.png/.webp/.bmp) or glob patterns")
     parser.add_argument("--top_k", type=positive_int, default=3, help="how many classes to show per image")
-    parser.add_argument("--threshold", type=probability, default=None,
-                        help="a top score below this is reported as 'unknown' "
-                             "(default: the model's calibrated threshold, else 0.5)")
+    add_threshold_argument(parser)
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per image (path, label, score, top_k, or error)")
     parser.add_argument("--save_input", type=Path, default=None, metavar="DIR",
@@ -159,12 +157,13 @@ def run(args) -> int:
         except OSError as e:
             raise UsageError(f"--save_input {args.save_input}: can't create the directory ({e.strerror})") from e
 
-    model = args.model or default_model_path()
-    classifier = Classifier(model, num_threads=args.threads, threshold=args.threshold)
+    model = find_model(args.model)
+    classifier = Classifier(model.path, num_threads=args.threads, threshold=args.threshold)
     preprocess = photo.naive_photo_to_input if args.naive else photo.photo_to_input
     if getattr(args, "verbose", False):
-        print(f"interpreter: {classifier.backend.package} {classifier.backend.version}; model: {model}; "
-              f"preprocessing: {preprocess.__name__}; threshold: {classifier.threshold}", file=sys.stderr)
+        print(f"interpreter: {classifier.backend.package} {classifier.backend.version}; model: {model.path} "
+              f"({model.source}); preprocessing: {preprocess.__name__}; threshold: {classifier.threshold}",
+              file=sys.stderr)
 
     failed = len(unmatched)
     for pattern in unmatched:

@@ -14,6 +14,7 @@ import sys
 from typing import NoReturn
 
 from . import process
+from .argtypes import HelpFormatter
 
 # command -> module; modules are imported only when their command runs or
 # its arguments are set up, so `doctor` works even when OpenCV is broken.
@@ -29,13 +30,13 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m edge_runtime", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.add_argument("--verbose", "-v", action="store_true", help="say which interpreter and model are used")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
         p.set_defaults(command_module=module_name)
         importlib.import_module(module_name).configure(p)
     return parser

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .argtypes import add_model_arguments, count
-from .deployed import MODEL_FILENAME, default_model_path
+from .deployed import FROM_FLAG, MODEL_FILENAME, find_model
 from .display import NO_GUI_FIX, gui_backend, has_display
 from .errors import EdgeError
 from .interpreter import Probe, install_hint, probe_all, userland_machine
@@ -110,6 +110,7 @@ class Environment:
     video_devices: Callable[[], list[tuple[str, str]]] = _video_devices
     probes: Callable[[], list[Probe]] = probe_all
     model_path: Path = Path("models") / MODEL_FILENAME
+    model_source: str = FROM_FLAG  # where model_path came from (deployed.find_model)
     load_model: Callable[[Path], str] = _load_model
     serve_port: int = 8080  # the port `serve` listens on by default
     port_in_use: Callable[[str, int], str | None] = port_in_use
@@ -117,7 +118,9 @@ class Environment:
     @classmethod
     def current(cls, model_path: Path | None = None, serve_port: int = 8080) -> "Environment":
         import os
-        return cls(environ=dict(os.environ), model_path=model_path or default_model_path(), serve_port=serve_port)
+        choice = find_model(model_path)
+        return cls(environ=dict(os.environ), model_path=choice.path, model_source=choice.source,
+                   serve_port=serve_port)
 
     @property
     def arch(self) -> str:
@@ -215,15 +218,16 @@ def check_model(env: Environment, interpreter_ok: bool) -> Check:
 
     path = env.model_path
     if not path.is_file():
-        return Check("model", FAIL, f"no model at {path}",
+        return Check("model", FAIL, f"no model at {path} (from {env.model_source})",
                      "pass --model PATH or set EDGE_MODEL, or run from the bundle directory "
-                     f"(models/{MODEL_FILENAME}); on the workstation: make train convert")
+                     f"(models/{MODEL_FILENAME}), or reinstall edge_runtime with its shipped model; "
+                     "on the workstation: make train convert")
     try:
         meta = read_metadata(path)
     except EdgeError as e:
         return Check("model", FAIL, str(e), "copy the model together with its .json, or reconvert: make convert")
     accuracy = (meta.get("accuracy") or {}).get("accuracy")
-    parts = [f"{path} ({path.stat().st_size / 1024:.0f} KB)", meta.get("variant", "model"),
+    parts = [f"{path} ({path.stat().st_size / 1024:.0f} KB, from {env.model_source})", meta.get("variant", "model"),
              f"{len(meta['labels'])} labels", f"input {meta['input'].get('dtype', '?')} {meta['input'].get('shape')}"]
     if accuracy is not None:
         parts.append(f"test accuracy {accuracy:.4f}")

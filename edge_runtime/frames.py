@@ -155,15 +155,18 @@ def source_fps(stream) -> float:
 def add_camera_arguments(parser: argparse.ArgumentParser, source_help: str) -> None:
     """The source, the region of interest, the classification and the model: the flags
     `webcam` and `serve` share."""
-    from .argtypes import (add_model_arguments, fraction, non_negative_number, positive_int, positive_number,
-                           probability)
-    parser.add_argument("source", nargs="?", default=None, help=source_help)
+    from .argtypes import (add_model_arguments, add_threshold_argument, fraction, non_negative_number, positive_int,
+                           positive_number)
+    parser.add_argument("source", nargs="?", default=None, help=f"{source_help} (default: --camera)")
     parser.add_argument("--camera", default="auto",
                         help="camera index (0 = /dev/video0), csi for the Pi camera module (picamera2), "
                              "or auto: the Pi camera if picamera2 finds one, else 0")
-    parser.add_argument("--width", type=positive_int, default=None, help="requested frame width, pixels")
-    parser.add_argument("--height", type=positive_int, default=None, help="requested frame height, pixels")
-    parser.add_argument("--fps", type=positive_number, default=None, help="requested camera frame rate")
+    parser.add_argument("--width", type=positive_int, default=None,
+                        help="requested frame width, pixels (default: the camera's)")
+    parser.add_argument("--height", type=positive_int, default=None,
+                        help="requested frame height, pixels (default: the camera's)")
+    parser.add_argument("--fps", type=positive_number, default=None,
+                        help="requested camera frame rate (default: the camera's)")
     parser.add_argument("--rate", type=non_negative_number, default=0.0,
                         help="classify a live source at most this many times a second (0 = every frame it can); "
                              "the newest frame is used each time")
@@ -174,9 +177,7 @@ def add_camera_arguments(parser: argparse.ArgumentParser, source_help: str) -> N
     parser.add_argument("--top_k", type=positive_int, default=3, help="labels shown per frame")
     parser.add_argument("--smooth", type=positive_int, default=1,
                         help="average probabilities over the last N frames (1 = off)")
-    parser.add_argument("--threshold", type=probability, default=None,
-                        help="below this top probability the label is 'unknown' "
-                             "(default: the model's calibrated threshold, else 0.5)")
+    add_threshold_argument(parser)
     parser.add_argument("--reconnect_timeout", type=non_negative_number, default=60.0,
                         help="seconds a live camera may deliver nothing before giving up (exit status 6)")
     add_model_arguments(parser)

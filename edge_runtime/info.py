@@ -1,11 +1,12 @@
-"""`python -m edge_runtime info`: print the metadata a model carries."""
+"""`python -m edge_runtime info`: which model a command would use, where it came from,
+and the metadata it carries."""
 
 from __future__ import annotations
 
 import json
 
 from .argtypes import add_model_arguments
-from .deployed import default_model_path
+from .deployed import find_model
 
 
 def configure(parser) -> None:
@@ -13,9 +14,10 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    model = args.model or default_model_path()
     from .classifier import Classifier
-    clf = Classifier(model, num_threads=args.threads)  # loads it: proves metadata and model agree
-    print(json.dumps({"model": str(model), "interpreter": f"{clf.backend.package} {clf.backend.version}",
+    choice = find_model(args.model)
+    clf = Classifier(choice.path, num_threads=args.threads)  # loads it: proves metadata and model agree
+    print(json.dumps({"model": str(choice.path), "source": choice.source, "threshold": clf.threshold,
+                      "interpreter": f"{clf.backend.package} {clf.backend.version}",
                       "metadata": clf.metadata}, indent=2))
     return 0

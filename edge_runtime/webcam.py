@@ -31,11 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .argtypes import (
-    count,
-)
+from .argtypes import count
 from .atomic import commit, partial_path
-from .deployed import default_model_path
+from .deployed import find_model
 from .display import choose_window
 from .errors import UsageError
 from .frames import Box, FpsMeter, add_camera_arguments, classify_frames, json_record, source_fps
@@ -189,7 +187,8 @@ def run(args) -> int:
         raise UsageError("give both --width and --height, or neither")
     if args.save is not None:
         check_save_path(args.save)  # before the camera is opened, not at the first frame
-    classifier = Classifier(args.model or default_model_path(), num_threads=args.threads, threshold=args.threshold)
+    model = find_model(args.model)
+    classifier = Classifier(model.path, num_threads=args.threads, threshold=args.threshold)
     spec = capture.parse_source(args.source, args.camera, width=args.width, height=args.height, fps=args.fps)
     if args.loop and spec.live:
         raise UsageError("--loop replays a video file; a camera or stream runs until stopped")
@@ -203,8 +202,8 @@ def run(args) -> int:
         try:
             window = open_window(args.headless)
             if args.verbose:
-                print(f"source: {spec.name}; model: {classifier.model_path} ({classifier.backend.package} "
-                      f"{classifier.backend.version})", file=sys.stderr)
+                print(f"source: {spec.name}; model: {model.path} ({model.source}; {classifier.backend.package} "
+                      f"{classifier.backend.version}); threshold: {classifier.threshold}", file=sys.stderr)
             # Live sources: a reader thread keeps only the newest frame. Files: every frame, in order.
             reader = capture.LatestFrameReader(stream) if spec.live else None
             frames = reader if reader is not None else stream

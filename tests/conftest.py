@@ -55,3 +55,22 @@ def tiny_int8_model(tiny_models):
     """Path of a small trained full-int8 .tflite with embedded metadata and a sidecar JSON."""
     out, _ = tiny_models
     return out / "fashion_mnist_int8.tflite"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """After the run: every skipped test's reason, counted, so a developer sees what this
+    machine did not check that CI does (CI installs what they need: .ci/run)."""
+    from collections import Counter
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    reasons = Counter()
+    for report in skipped:
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reasons[reason.removeprefix("Skipped: ")] += 1
+    terminalreporter.write_sep("=", f"{len(skipped)} skipped: what this run did not check")
+    for reason, n in reasons.most_common():
+        terminalreporter.write_line(f"{n:4d}  {reason}")
+    terminalreporter.write_line("`make test-tools` installs what the emulated Pi check and the browser test need "
+                                "when apt is usable; CI installs it all (.ci/run).")

@@ -5,6 +5,7 @@ are recorded where they should be."""
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -13,9 +14,11 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_runtime import argtypes, deployed, synthetic, timing
+from edge_runtime import argtypes, deployed, memory, synthetic, timing
 from edge_runtime import bench as rt
-from tools import bench
+from edge_runtime.bench import BenchSettings
+from conftest import ROOT
+from tools import bench, cpu_peak
 
 # -- statistics --------------------------------------------------------------------------
 
@@ -118,23 +121,23 @@ def test_parse_cpuinfo_x86_and_pi():
 
 
 def test_int8_peak_estimate_and_efficiency():
-    vnni = rt.int8_peak({"avx2", "avx512_vnni"}, "x86_64", 2.0)
+    vnni = cpu_peak.int8_peak({"avx2", "avx512_vnni"}, "x86_64", 2.0)
     assert vnni["isa"] == "AVX-512 VNNI" and vnni["gmacs_per_s_per_core"] == 128.0
-    assert rt.int8_peak({"avx2"}, "x86_64", 3.0)["macs_per_cycle_per_core"] == 32
-    pi = rt.int8_peak({"fp", "asimd"}, "aarch64", 1.8)
+    assert cpu_peak.int8_peak({"avx2"}, "x86_64", 3.0)["macs_per_cycle_per_core"] == 32
+    pi = cpu_peak.int8_peak({"fp", "asimd"}, "aarch64", 1.8)
     assert pi["isa"] == "NEON" and pi["gmacs_per_s_per_core"] == pytest.approx(14.4)
-    assert rt.int8_peak({"asimd", "asimddp"}, "aarch64", None)["gmacs_per_s_per_core"] is None
-    assert rt.int8_peak(set(), "riscv64", 1.0) is None
-    eff = rt.efficiency(1_000_000, 100.0, vnni)  # 1e6 MACs in 100 µs = 10 GMAC/s
+    assert cpu_peak.int8_peak({"asimd", "asimddp"}, "aarch64", None)["gmacs_per_s_per_core"] is None
+    assert cpu_peak.int8_peak(set(), "riscv64", 1.0) is None
+    eff = cpu_peak.efficiency(1_000_000, 100.0, vnni)  # 1e6 MACs in 100 µs = 10 GMAC/s
     assert eff["achieved_gmacs_per_s"] == 10.0 and eff["fraction_of_peak"] == pytest.approx(10 / 128, abs=1e-4)
     assert "ESTIMATE" in eff["note"]
-    assert rt.efficiency(1_000_000, 100.0, None)["fraction_of_peak"] is None
-    assert rt.efficiency(None, 100.0, vnni) is None
+    assert cpu_peak.efficiency(1_000_000, 100.0, None)["fraction_of_peak"] is None
+    assert cpu_peak.efficiency(None, 100.0, vnni) is None
 
 
 def test_peak_verdict_never_reports_more_than_the_whole_peak():
-    assert rt.peak_verdict(0.62) == "about 62% of peak"
-    above = rt.peak_verdict(1.64)
+    assert cpu_peak.peak_verdict(0.62) == "about 62% of peak"
+    above = cpu_peak.peak_verdict(1.64)
     assert above.startswith("1.6x the estimated peak") and "%" not in above and "too low" in above
 
 
@@ -180,7 +183,7 @@ def _row(name, kind, median_1t, frame_1t=None, size=1000, memory=None, accuracy=
 
 ROWS = [_row("keras_predict", "keras", 30000.0, size=5000, accuracy=0.9), _row("keras_call", "keras", 3000.0, size=5000, accuracy=0.9),
         _row("keras_function", "keras", 1000.0, size=5000, accuracy=0.9), _row("float32", "tflite", 100.0, size=2000),
-        _row("int8", "tflite", 50.0, frame_1t=2000.0, size=500, memory=80.0, accuracy=0.895)]
+        _row("int8", "tflite", 50.0, frame_1t=2500.0, size=500, memory=80.0, accuracy=0.895)]
 
 
 def test_same_run_ratios_pick_the_fastest_keras_way():
@@ -214,7 +217,7 @@ def test_targets_use_the_one_thread_int8_figures():
     rows = [dict(r) for r in ROWS]
     found = {t["key"]: t for t in bench.targets(rows, bench.same_run_ratios(rows, [1]))}
     assert found["int8_latency"]["value"] == 50.0 and found["int8_latency"]["met"]
-    assert found["frame_latency"]["value"] == 2000.0 and found["frame_latency"]["met"] is False
+    assert found["frame_latency"]["value"] == 2500.0 and found["frame_latency"]["met"] is False  # limit 2 ms
     assert found["int8_speedup"]["value"] == 20.0 and found["int8_speedup"]["met"]
     assert found["runtime_memory"]["value"] == 80.0 and found["runtime_memory"]["met"]
 
@@ -244,10 +247,31 @@ def test_previous_block_keeps_figures_not_history():
     assert bench.previous_block({"schema": "something else"}) is None and bench.previous_block(None) is None
 
 
+def test_settings_from_flags_explicit_counts_win_over_quick():
+    parser = argparse.ArgumentParser()
+    rt.configure(parser)
+    quick = BenchSettings.from_args(parser.parse_args(["--quick", "--runs", "7", "--threads", "2,1"]))
+    assert quick.quick and quick.runs == 7 and quick.threads == (2, 1)
+    assert quick.warmup == rt.ITERATIONS["warmup"][1] and quick.frame_runs == rt.ITERATIONS["frame_runs"][1]
+    full = BenchSettings.from_args(parser.parse_args([]), memory=False)
+    assert full == BenchSettings(memory=False)
+    assert full.to_dict()["threads"] == [1, 2]
+
+
+def test_the_device_command_carries_no_workstation_code():
+    """The ISA peak estimate and its memory child's entry point are not part of `edge_runtime bench`."""
+    source = (ROOT / "edge_runtime" / "bench.py").read_text()
+    for name in ("int8_peak", "peak_verdict", "efficiency", "memory_probe", "help=argparse.SUPPRESS"):
+        assert name not in source, name
+    parser = argparse.ArgumentParser()
+    rt.configure(parser)
+    assert "memory_probe" not in parser.format_help()
+
+
 # -- real runs (tiny models, a handful of iterations) -----------------------------------------
 
 def test_memory_probe_is_a_runtime_only_process(tiny_int8_model):
-    probe = rt.measure_memory(tiny_int8_model, threads=1, runs=2)
+    probe = memory.measure_memory(tiny_int8_model, threads=1, runs=2)
     assert probe["peak_rss_mb"] > 0
     assert probe["tensorflow_imported"] is False
     stages = probe["stages_mb"]

@@ -1,6 +1,6 @@
 """`python -m tools.pi_bundle` (make pi-bundle): dist/fashion-edge-pi.tar.gz for a Raspberry Pi.
 
-    python -m tools.pi_bundle                       # the deployed model in models/
+    python -m tools.pi_bundle                       # models/ after `make convert`, else the shipped model
     python -m tools.pi_bundle --model other.tflite --output /tmp/pi.tar.gz
 
 The archive unpacks into fashion-edge-pi/:
@@ -33,12 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python tools/pi_bundle.py` works too
 
 from edge_runtime import atomic, process  # noqa: E402
+from edge_runtime.argtypes import HelpFormatter  # noqa: E402
 from edge_runtime.errors import ModelError  # noqa: E402
-from edge_runtime.deployed import MODEL_FILENAME, MODELS_DIR  # noqa: E402
+from edge_runtime.deployed import FROM_FLAG, FROM_SHIPPED, MODEL_FILENAME, MODELS_DIR, SHIPPED_MODEL  # noqa: E402
 from edge_runtime.metadata import read_metadata, sha256, sidecar_path  # noqa: E402
 
 PREFIX = "fashion-edge-pi"
-DEFAULT_MODEL = ROOT / MODELS_DIR / MODEL_FILENAME
 DEFAULT_OUTPUT = ROOT / "dist" / "fashion-edge-pi.tar.gz"
 # deploy/ file -> mode in the archive
 DEPLOY = {"install.sh": 0o755, "run": 0o755, "requirements-device.txt": 0o644,
@@ -46,11 +46,22 @@ DEPLOY = {"install.sh": 0o755, "run": 0o755, "requirements-device.txt": 0o644,
           "fashion-edge-serve.service": 0o644, "README.md": 0o644}
 
 
+def default_model(root: Path = ROOT) -> tuple[Path, str]:
+    """(model to bundle, where it came from): models/ after `make convert`, else the shipped model."""
+    converted = root / MODELS_DIR / MODEL_FILENAME
+    if converted.is_file():
+        return converted, f"{MODELS_DIR}/ (make convert)"
+    return root / SHIPPED_MODEL.relative_to(ROOT), FROM_SHIPPED
+
+
 def runtime_files(root: Path = ROOT) -> list[Path]:
-    """The runtime package's source: *.py, its subpackages' (edge_runtime/serve/) and pyproject.toml, no caches."""
+    """The runtime package: *.py, its subpackages' (edge_runtime/serve/), pyproject.toml and the
+    shipped model's files (edge_runtime/shipped/), no caches."""
     package = root / "edge_runtime"
+    shipped = package / SHIPPED_MODEL.parent.name
     folders = [package, *(d for d in sorted(package.iterdir()) if (d / "__init__.py").is_file())]
-    return sorted(p for folder in folders for p in folder.iterdir() if p.is_file() and p.suffix in (".py", ".toml"))
+    return sorted([p for folder in folders for p in folder.iterdir() if p.is_file() and p.suffix in (".py", ".toml")]
+                  + [p for p in (shipped.iterdir() if shipped.is_dir() else []) if p.suffix in (".tflite", ".json")])
 
 
 def git_commit(root: Path = ROOT) -> str | None:
@@ -62,7 +73,7 @@ def git_commit(root: Path = ROOT) -> str | None:
         return None
 
 
-def bundle_contents(model: Path, root: Path = ROOT) -> dict[str, tuple[bytes, int]]:
+def bundle_contents(model: Path, root: Path = ROOT, source: str = FROM_FLAG) -> dict[str, tuple[bytes, int]]:
     """{path inside the archive: (bytes, mode)}. Raises ModelError for a missing or unusable model."""
     if not model.is_file():
         raise ModelError(f"no model to bundle at {model}: run `make train convert` first, or pass --model PATH")
@@ -77,7 +88,7 @@ def bundle_contents(model: Path, root: Path = ROOT) -> dict[str, tuple[bytes, in
     for name, mode in DEPLOY.items():
         files[name] = ((root / "deploy" / name).read_bytes(), mode)
     build = {
-        "model": {"source": str(model), "sha256": sha256(model_bytes),
+        "model": {"source": str(model), "from": source, "sha256": sha256(model_bytes),
                   "variant": metadata.get("variant"), "labels": metadata["labels"],
                   "accuracy": (metadata.get("accuracy") or {}).get("accuracy")},
         "git_commit": git_commit(root),
@@ -101,16 +112,20 @@ def write_tarball(files: dict[str, tuple[bytes, int]], output: Path) -> None:
                 tar.addfile(info, io.BytesIO(data))
 
 
-def build(model: Path = DEFAULT_MODEL, output: Path = DEFAULT_OUTPUT, root: Path = ROOT) -> Path:
-    write_tarball(bundle_contents(model, root), output)
+def build(model: Path | None = None, output: Path = DEFAULT_OUTPUT, root: Path = ROOT) -> Path:
+    """The bundle at `output`, with `model` (default: models/, else the shipped model)."""
+    model, source = (model, FROM_FLAG) if model is not None else default_model(root)
+    write_tarball(bundle_contents(model, root, source), output)
     return output
 
 
 @process.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.pi_bundle", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="the .tflite model to ship")
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--model", type=Path, default=None,
+                        help=f"the .tflite model to bundle (default: {MODELS_DIR}/{MODEL_FILENAME} after "
+                             "`make convert`, else the model shipped in edge_runtime/shipped/)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where the .tar.gz goes")
     args = parser.parse_args(argv)
     output = build(args.model, args.output)
