@@ -200,3 +200,31 @@ def test_own_photo_picks_leave_every_class_something_to_evaluate():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.45, 0.55], [0.3, 0.7]])
     f = figures(probs, np.array([0, 0, -1, -1]), 0.6)
     assert f == {"in_class": 2, "ood": 2, "top1": 0.5, "in_class_unknown": 0.0, "ood_unknown": 0.5}
+
+
+def test_each_dataset_is_a_source_and_held_out_ones_stay_out_of_training(tmp_path):
+    from train.config import TrainConfig
+    from train.trainer import training_photos
+    lines = ["file,label,dataset,source,source_sha256,licence,notes"]
+    for i, (label, dataset) in enumerate([("Bag", "shop"), ("Bag", "shop"), ("Coat", "home"), ("Coat", "home"),
+                                          ("none", "home"), ("Sneaker", "far"), ("Sneaker", "far")]):
+        cv2.imwrite(str(tmp_path / f"{i}.jpg"), garment_on_floor(i))
+        lines.append(f"{i}.jpg,{label},{dataset},{i}.jpg,{'0' * 64},CC0-1.0,")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    assert photos.datasets(tmp_path) == ["shop", "home", "far"]
+    assert len(photos.load_labelled(tmp_path, NAMES, dataset="home")) == 3
+    photo = training_photos(TrainConfig(photo_dir=str(tmp_path), photo_holdout="far", photo_copies=2,
+                                        photo_val_fraction=0.5))
+    assert set(photo.counts) == {"shop", "home"}  # 'far' is neither trained nor validated on
+    assert set(photo.val_source) == {"shop", "home"}
+    assert 7 not in photo.train_targets.argmax(1)  # no Sneaker: those photos were all 'far'
+
+
+def test_the_cross_source_benchmark_reads_the_models_held_out_sources():
+    from tools.real_photos import OOD, held_out_rows, model_holdout
+    assert model_holdout({"training": {"config": {"photo_holdout": "abo, other"}}}) == ["abo", "other"]
+    assert model_holdout({"training": {}}) == []
+    rows = held_out_rows(photos.DEFAULT_PHOTO_DIR, "abo", NAMES)
+    labels = [label for _, label in rows]
+    assert len(rows) > 600 and labels.count(NAMES.index("Bag")) >= 100 and OOD in labels
+    assert all(path.is_file() for path, _ in rows[::50])

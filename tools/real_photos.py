@@ -1,9 +1,15 @@
-"""How a model does on real phone photos: `python -m tools.real_photos --model M`.
+"""How a model does on real photos: `python -m tools.real_photos --model M`.
 
 Uses the labelled photo set in ../shared/real-photos (269 photos of 9
 Fashion-MNIST classes, no bags, plus 47 out-of-distribution items: hats,
 shorts, skirts; see its README.md). The set is outside this project and the
-project never depends on it: without it this tool says so and stops.
+project never depends on it: without it that part is left out.
+
+It also evaluates the model on every source dataset of data/photos that the
+model's training held out (its config's `photo_holdout`, recorded in the
+model's metadata): photos of a source the model never saw, which is what a
+user's camera is. A gain that holds only on photos like the training photos
+shows up as a gap between the two.
 
 For each preprocessing (ours, `photo_to_input`, and with --naive the
 baseline, `naive_photo_to_input`) it reports:
@@ -42,6 +48,23 @@ def read_labels(photos_dir: Path) -> list[tuple[Path, int]]:
     """(photo path, label index or -1) for every row of labels.csv."""
     with open(photos_dir / "labels.csv", newline="") as f:
         return [(photos_dir / row["file"], int(row["label_index"])) for row in csv.DictReader(f)]
+
+
+def held_out_rows(photo_dir: Path, dataset: str, names: list[str]) -> list[tuple[Path, int]]:
+    """(photo path, label index or OOD) for one source dataset of a labels.csv photo set."""
+    from train.photos import NONE_INDEX, class_index, dataset_of, read_labels as read_photo_labels
+    rows = []
+    for row in read_photo_labels(photo_dir):
+        if dataset_of(row, photo_dir) == dataset:
+            index = class_index(row["label"], names)
+            rows.append((photo_dir / row["file"], OOD if index == NONE_INDEX else index))
+    return rows
+
+
+def model_holdout(meta: dict) -> list[str]:
+    """The source datasets the model's training held out, from its metadata. Pure."""
+    config = (meta.get("training") or {}).get("config") or {}
+    return [name.strip() for name in (config.get("photo_holdout") or "").split(",") if name.strip()]
 
 
 def model_inputs(paths: list[Path], preprocess, size) -> np.ndarray:
@@ -170,42 +193,79 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def source_markdown(sources: dict) -> str:
+    """The by-source tables: each evaluation set's figures, then top-1 per class. Pure."""
+    if not sources:
+        return ""
+    lines = ["", "## By source", "",
+             "Photo_to_input on every evaluation set: ../shared/real-photos, and each source the model's "
+             "training held out (never seen in training or validation).", "",
+             "| source | photos | top-1 | in-class unknown | OOD photos | OOD unknown |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, r in sources.items():
+        lines.append(f"| {name} | {r['photos']} | {pct(r['accuracy'])} | {pct(r['in_distribution_unknown'])} | "
+                     f"{r['ood_photos']} | {pct(r['ood_unknown'])} |")
+    classes = list(dict.fromkeys(c for r in sources.values() for c in r["per_class"]))
+    lines += ["", "Top-1 per class and source (photos in brackets):", "",
+              "| class | " + " | ".join(sources) + " |", "|---|" + "---:|" * len(sources)]
+    for c in classes:
+        cells = [f"{pct(r['per_class'][c]['accuracy'])} ({r['per_class'][c]['photos']})" if c in r["per_class"] else "–"
+                 for r in sources.values()]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 @process.command
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if not (args.photos_dir / "labels.csv").is_file():
-        print(f"error: no labelled photos at {args.photos_dir} (expected labels.csv and photos/); this "
-              "evaluation needs the real-photos set, pass --photos_dir DIR", file=sys.stderr)
-        return 2
     import cv2
 
     from edge_runtime import photo
     from edge_runtime.classifier import Classifier
+    from train.photos import DEFAULT_PHOTO_DIR
 
     classifier = Classifier(args.model, num_threads=args.threads, threshold=args.threshold)
-    rows = read_labels(args.photos_dir)
-    paths, labels = [p for p, _ in rows], np.array([label for _, label in rows])
-    variants = {"photo_to_input": photo.photo_to_input}
-    if args.naive:
-        variants["naive"] = photo.naive_photo_to_input
-    results = {}
+    holdout = model_holdout(classifier.metadata)
+    have_real = (args.photos_dir / "labels.csv").is_file()
+    if not have_real and not holdout:
+        print(f"error: no labelled photos at {args.photos_dir} (expected labels.csv and photos/) and the model "
+              "held out no source of data/photos; pass --photos_dir DIR", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, preprocess in variants.items():
-        inputs = model_inputs(paths, preprocess, classifier.input_size)
-        cv2.imwrite(str(args.out / f"inputs_{name}.png"), montage(inputs))
-        probabilities = classifier.predict(inputs)
-        if name == "photo_to_input" and args.write_golden:
-            write_golden(args.write_golden, args.model, paths, labels, inputs, probabilities.argmax(1), args.photos_dir)
-        results[name] = evaluate(probabilities, labels, classifier.threshold, classifier.labels, inputs)
-        results[name]["predictions"] = [
-            {"file": str(p.relative_to(args.photos_dir)), "label": int(t), "predicted": int(q.argmax()),
-             "score": round(float(q.max()), 4)} for p, t, q in zip(paths, labels, probabilities)]
+    results, sources = {}, {}
+    if have_real:
+        rows = read_labels(args.photos_dir)
+        paths, labels = [p for p, _ in rows], np.array([label for _, label in rows])
+        variants = {"photo_to_input": photo.photo_to_input}
+        if args.naive:
+            variants["naive"] = photo.naive_photo_to_input
+        for name, preprocess in variants.items():
+            inputs = model_inputs(paths, preprocess, classifier.input_size)
+            cv2.imwrite(str(args.out / f"inputs_{name}.png"), montage(inputs))
+            probabilities = classifier.predict(inputs)
+            if name == "photo_to_input" and args.write_golden:
+                write_golden(args.write_golden, args.model, paths, labels, inputs, probabilities.argmax(1),
+                             args.photos_dir)
+            results[name] = evaluate(probabilities, labels, classifier.threshold, classifier.labels, inputs)
+            results[name]["predictions"] = [
+                {"file": str(p.relative_to(args.photos_dir)), "label": int(t), "predicted": int(q.argmax()),
+                 "score": round(float(q.max()), 4)} for p, t, q in zip(paths, labels, probabilities)]
+        sources["real-photos"] = {k: v for k, v in results["photo_to_input"].items() if k != "predictions"}
+    for dataset in holdout:
+        rows = held_out_rows(DEFAULT_PHOTO_DIR, dataset, classifier.labels)
+        if not rows:
+            continue
+        inputs = model_inputs([p for p, _ in rows], photo.photo_to_input, classifier.input_size)
+        sources[f"{dataset} (held out)"] = evaluate(classifier.predict(inputs), np.array([t for _, t in rows]),
+                                                    classifier.threshold, classifier.labels, inputs)
 
     report = {"model": str(args.model), "photos_dir": str(args.photos_dir), "threshold": classifier.threshold,
               "interpreter": f"{classifier.backend.package} {classifier.backend.version}",
-              "labels": classifier.labels, "in_distribution": int((labels != OOD).sum()),
-              "out_of_distribution": int((labels == OOD).sum()), "results": results}
-    text = markdown(report)
+              "labels": classifier.labels, "held_out_sources": holdout, "sources": sources}
+    if have_real:
+        report.update(in_distribution=int((labels != OOD).sum()), out_of_distribution=int((labels == OOD).sum()),
+                      results=results)
+    text = (markdown(report) if have_real else f"# Real photos: {report['model']}\n") + source_markdown(sources)
     atomic.write_text(args.out / "results.json", json.dumps(report, indent=2) + "\n")
     atomic.write_text(args.out / "results.md", text)
     print(text)

@@ -41,7 +41,7 @@ class TrainConfig:
     photo_dir: str | None = field(default="data/photos", metadata={"help": "labelled real photos (labels.csv) trained on beside Fashion-MNIST; '' for none"})
     photo_holdout: str = field(default="", metadata={"help": "comma-separated source datasets of --photo_dir left out of training and validation, for the cross-source benchmark (make real-photos)"})
     photos: str | None = field(default=None, metadata={"help": "your own photos too: one folder per class name (my-photos/Sneaker/1.jpg); 'none' for things of no class"})
-    photo_copies: int = field(default=6, metadata={"help": "augmented copies of each --photo_dir training photo per epoch (the first as it is)"})
+    photo_copies: int = field(default=4, metadata={"help": "augmented copies of each --photo_dir training photo per epoch (the first as it is)"})
     own_photo_copies: int = field(default=20, metadata={"help": "augmented copies of each of your own (--photos) training photos per epoch"})
     init_from: str | None = field(default=None, metadata={"help": "start from this run's trained weights (its model, width and dropout): a short fine-tune, e.g. --init_from runs/latest --photos my-photos --epochs 5 --learning_rate 5e-4"})
     photo_val_fraction: float = field(default=0.15, metadata={"help": "photos held out for validation, stratified"})
