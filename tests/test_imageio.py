@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
+import threading
 import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from edge_runtime.errors import ImageError
-from edge_runtime.imageio import decode, display_path, header_size, jpeg_scale, read_image
+from edge_runtime.imageio import decode, display_path, header_info, header_size, jpeg_scale, read_image
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def encode(ext: str, image: np.ndarray, params=()) -> bytes:
@@ -145,6 +151,128 @@ def test_real_image_over_the_limit_is_refused(tmp_path, ext):
     path = write(tmp_path, "big" + ext, encode(ext, photo(60, 80)))
     refuses(path, "60", "80", "megapixel limit", max_pixels=80 * 60 - 1)
     assert read_image(path, max_pixels=80 * 60).shape == (60, 80, 3)
+
+
+def bomb_png(side: int, depth: int = 16) -> bytes:
+    """An RGBA PNG, `side` px square, almost all zeros: a few hundred KB that decode to side² x 4 x depth/8 bytes."""
+    image = np.zeros((side, side, 4), np.uint16 if depth == 16 else np.uint8)
+    image[::97, ::89] = 65535 if depth == 16 else 255
+    return encode(".png", image, (cv2.IMWRITE_PNG_COMPRESSION, 9))
+
+
+def test_a_16_bit_rgba_png_is_refused_by_the_bytes_it_decodes_to_not_its_pixels():
+    """49 megapixels is under the pixel limit, but 7000x7000x4 16-bit samples are 392 MB, which
+    OpenCV holds twice: the header's depth and channels refuse it before anything is allocated.
+    (The server took 8.9 s and 1.8 GB for it before; benchmarks/serve_load.md has the figures now.)"""
+    data = bomb_png(7000)
+    assert len(data) < 400_000
+    header = header_info(data)
+    assert (header.width, header.height, header.channels, header.sample_bytes) == (7000, 7000, 4, 2)
+    with pytest.raises(ImageError) as info:
+        decode(data, "upload", working_side=128)
+    assert "7000x7000 16-bit PNG with 4 channels would take 748 MB" in str(info.value)
+    assert "286 MB allowed" in str(info.value) and "\n" not in str(info.value)
+    small = bomb_png(700)  # the same kind of file, small enough: decoded, 8-bit, alpha kept
+    out = decode(small, "upload")
+    assert out.shape == (700, 700, 4) and out.dtype == np.uint8
+
+
+def test_a_progressive_jpeg_counts_libjpegs_coefficient_buffer():
+    """A progressive JPEG keeps every DCT coefficient (64 int16 per 8x8 block of each component)
+    until its last scan, even when decoded at 1/8; a baseline one streams."""
+    image = photo(160, 240)
+    baseline = header_info(encode(".jpg", image))
+    progressive = header_info(encode(".jpg", image, (cv2.IMWRITE_JPEG_PROGRESSIVE, 1)))
+    full = header_info(encode(".jpg", image, (cv2.IMWRITE_JPEG_PROGRESSIVE, 1, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                                              cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)))
+    assert baseline.coefficient_bytes == 0
+    assert progressive.coefficient_bytes == (30 * 20 + 2 * 15 * 10) * 64 * 2  # 4:2:0: chroma at half size
+    assert full.coefficient_bytes == 3 * 30 * 20 * 64 * 2
+    assert full.decoding_bytes(8) == 2 * 30 * 20 * 3 + full.coefficient_bytes
+
+
+MEASURE_DECODE = """
+import sys, numpy as np, cv2
+sys.path.insert(0, sys.argv[2])
+from edge_runtime.imageio import header_info, jpeg_scale
+data = open(sys.argv[1], "rb").read()
+header = header_info(data)
+def kb(field):
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field + ":"))
+flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH if header.format == "jpeg" else cv2.IMREAD_UNCHANGED
+open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS
+before = kb("VmRSS")
+image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+print((kb("VmHWM") - before) * 1024, header.decoding_bytes(), image.nbytes)
+"""
+
+
+@pytest.mark.parametrize("ext,image,params", [
+    (".png", "rgba16", ()), (".png", "rgb", ()), (".png", "gray", ()), (".webp", "rgba", ()), (".bmp", "rgb", ()),
+    (".jpg", "rgb", (cv2.IMWRITE_JPEG_PROGRESSIVE, 1, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                     cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)),
+], ids=["png-rgba16", "png-rgb", "png-gray", "webp-rgba", "bmp", "jpeg-progressive-444"])
+def test_what_decoding_takes_is_never_more_than_the_header_says(tmp_path, ext, image, params):
+    """The estimate the limit relies on, against this OpenCV's real peak (VmHWM, in a fresh process)."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak")
+    side = 2000
+    ramp = np.add.outer(np.arange(side), np.arange(side)).astype(np.float32) / (2 * side)
+    pixels = {"rgb": np.dstack([ramp, ramp.T, 1 - ramp]), "gray": ramp, "rgba": np.dstack([ramp, ramp.T, 1 - ramp, ramp]),
+              "rgba16": np.dstack([ramp, ramp.T, 1 - ramp, ramp])}[image]
+    pixels = (pixels * 65535).astype(np.uint16) if image.endswith("16") else (pixels * 255).astype(np.uint8)
+    path = write(tmp_path, "big" + ext, encode(ext, pixels, params))
+    out = subprocess.run([sys.executable, "-c", MEASURE_DECODE, str(path), str(ROOT)], capture_output=True,
+                         text=True, timeout=60)
+    measured, estimate, decoded = map(int, out.stdout.split())
+    assert decoded <= estimate and measured <= estimate * 1.05 + 8 * 2**20, (measured, estimate)  # + libpng, zlib
+
+
+def test_a_large_transparent_image_is_reduced_as_compositing_then_shrinking_would():
+    """Reduced with its alpha premultiplied: no dark rim where a white garment meets a transparent
+    black background, and what the model gets is what the full image gives."""
+    from edge_runtime.imageio import reduce
+    from edge_runtime.photo import WORK_SIDE, photo_to_input, to_bgr
+    image = np.zeros((2400, 1600, 4), np.uint8)  # transparent black
+    image[301:2101, 203:1403] = (250, 250, 250, 255)  # an opaque white cut-out, edges off the 4-pixel grid
+    image[1000:1300, 500:1100] = (40, 60, 200, 255)  # something on it
+    reduced = reduce(image, 4)
+    assert reduced.shape == (600, 400, 4)
+    reference = cv2.resize(to_bgr(image), (400, 600), interpolation=cv2.INTER_AREA)
+    assert np.abs(to_bgr(reduced).astype(int) - reference.astype(int)).max() <= 1
+    data = encode(".png", image)
+    full, small = photo_to_input(decode(data)), photo_to_input(decode(data, working_side=WORK_SIDE))
+    assert decode(data, working_side=WORK_SIDE).shape == (600, 400, 4)
+    assert np.abs(full.astype(int) - small.astype(int)).mean() <= 2.0
+
+
+def test_decodes_from_several_threads_leave_stderr_and_opencvs_log_level_alone(capfd):
+    """fd 2 and OpenCV's log level belong to the process: two decodes at once once left fd 2 on a
+    deleted temporary file (5 times in 20) and the log level silent. Each damaged JPEG's one libjpeg
+    line must reach its own decode's warnings, once."""
+    damaged = jpeg_cut_short_inside(photo(120, 160))
+    stderr_before = os.fstat(2)
+    level = cv2.utils.logging.getLogLevel()
+    warnings: dict[str, list[str]] = {"a": [], "b": []}
+
+    def work(name):
+        for _ in range(40):
+            got = []
+            decode(damaged, name, warn=got.append)
+            warnings[name].append(got)
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in warnings]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (stderr_before.st_dev, stderr_before.st_ino)
+    assert cv2.utils.logging.getLogLevel() == level
+    for name, runs in warnings.items():
+        assert runs == [[f"{name}: Corrupt JPEG data: premature end of data segment"]] * 40
+    os.write(2, b"still stderr\n")
+    assert capfd.readouterr().err == "still stderr\n"
 
 
 @pytest.mark.parametrize("ext,params", [(".jpg", ()), (".png", ()), (".bmp", ()),
@@ -306,11 +434,13 @@ def test_unicode_file_name(tmp_path):
     assert read_image(path).shape == (60, 80, 3)
 
 
-def test_decode_rejects_unknown_pixel_types():
-    # OpenCV decodes 32-bit float TIFF/EXR; the runtime has no use for them.
-    tiff = encode(".tiff", np.full((4, 4), 0.5, np.float32))
-    with pytest.raises(ImageError, match="unsupported pixel type float32"):
-        decode(tiff, "hdr.tiff")
+@pytest.mark.parametrize("ext,image", [(".tiff", np.full((4, 4), 0.5, np.float32)), (".tiff", photo()),
+                                       (".pgm", photo()[:, :, 0])], ids=["float-tiff", "tiff", "pgm"])
+def test_formats_without_a_header_reader_are_not_decoded(ext, image):
+    """OpenCV decodes TIFF, PNM, GIF, ...: formats whose size and depth we don't read before
+    decoding, so their memory can't be bounded (a deflated TIFF is a bomb as easily as a PNG)."""
+    with pytest.raises(ImageError, match="not a decodable image .*JPEG/PNG/WEBP/BMP"):
+        decode(encode(ext, image), "file" + ext)
 
 
 def test_fifo_is_refused_without_blocking(tmp_path):
