@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -161,3 +162,22 @@ def test_bundle_installs_and_classifies(bundle, tiny_int8_model, fashion, tmp_pa
     resolved = {i["metadata"]["name"].lower() for i in json.loads(report.stdout)["install"]}
     assert {"numpy", "opencv-python-headless", "ai-edge-litert"} <= resolved
     assert not {n for n in resolved if n.startswith(("tensorflow", "keras"))}
+
+
+def test_without_models_the_bundle_takes_the_shipped_model(tiny_int8_model, tmp_path):
+    """A fresh clone has no models/: the bundle then carries the model shipped in edge_runtime/."""
+    root = tmp_path / "clone"
+    shutil.copytree(ROOT / "edge_runtime", root / "edge_runtime",
+                    ignore=shutil.ignore_patterns("__pycache__", "shipped"))
+    shutil.copytree(ROOT / "deploy", root / "deploy")
+    shipped = root / "edge_runtime" / "shipped"
+    shipped.mkdir()
+    shutil.copy(tiny_int8_model, shipped / "fashion_mnist_int8.tflite")
+    output = pi_bundle.build(None, tmp_path / "pi.tar.gz", root=root)
+    prefix = pi_bundle.PREFIX + "/"
+    with tarfile.open(output) as tar:
+        build = json.loads(tar.extractfile(prefix + "BUILD.json").read())
+        bundled = tar.extractfile(prefix + "models/fashion_mnist_int8.tflite").read()
+        inside = tar.extractfile(prefix + "edge_runtime/shipped/fashion_mnist_int8.tflite").read()
+    assert build["model"]["from"] == pi_bundle.FROM_SHIPPED
+    assert bundled == inside == tiny_int8_model.read_bytes()

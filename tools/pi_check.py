@@ -30,7 +30,7 @@ Pi shows too (PI_STRICT=1 / --strict refuses them as well):
   OpenCV/numpy) are compared by label.
 It needs only the standard library.
 
-Runs on Python 3.9+ and numpy 1.24+ (32-bit Raspberry Pi OS has Debian's
+Runs on Python 3.10+ (what the runtime requires) and numpy 1.24+ (32-bit Raspberry Pi OS has Debian's
 numpy 1.24).
 """
 
