@@ -31,10 +31,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 from .argtypes import count, thread_list
-from .deployed import MODEL_FILENAME, VARIANTS
+from .deployed import VARIANTS
 from .errors import UsageError
 from .metadata import sha256
 from .synthetic import synthetic_frame
@@ -326,7 +326,7 @@ def add_iteration_arguments(parser: argparse.ArgumentParser) -> None:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, action="append", default=argparse.SUPPRESS,
                         help="a .tflite model with metadata, or a directory of them; repeat for several "
-                             f"(default: $EDGE_MODEL or models/{MODEL_FILENAME})")
+                             "(default: the model the other commands use; `info` says which)")
     parser.add_argument("--threads", type=thread_list, default="1,2", help="interpreter thread counts, comma-separated")
     parser.add_argument("--batch_size", type=count(1), default=256, help="batch size for the throughput measurement")
     add_iteration_arguments(parser)

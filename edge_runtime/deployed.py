@@ -40,9 +40,9 @@ SHIPPED_MODEL = SHIPPED_DIR / MODEL_FILENAME
 # Where a model came from, as `info`, `doctor` and --verbose say it.
 FROM_FLAG = "--model"
 FROM_ENV = f"${MODEL_ENV_VAR}"
-FROM_CWD = f"{MODELS_DIR}/ in the current directory (make convert)"
-FROM_CHECKOUT = f"{MODELS_DIR}/ of the checkout (make convert)"
-FROM_SHIPPED = "shipped with edge_runtime (edge_runtime/shipped/)"
+FROM_CWD = f"{MODELS_DIR}/ in the current directory"
+FROM_CHECKOUT = f"{MODELS_DIR}/ of the checkout"
+FROM_SHIPPED = "shipped with edge_runtime"
 FROM_NOWHERE = "nowhere: no model found"
 
 
