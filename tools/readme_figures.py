@@ -15,9 +15,10 @@ precision the README gives it:
   accuracies of one object (int8 against float of a zoo model).
 
 And the figures must describe the shipped model: where a cited results file
-records the int8 model it measured (the benchmark's FlatBuffer SHA-256), that
-must be edge_runtime/shipped/gate.json's. Pure functions of the texts, so the
-test suite runs the same check (tests/test_readme.py).
+records which model it measured, that must be the one edge_runtime/shipped/
+gate.json describes (the benchmark's int8 FlatBuffer SHA-256; the real-photo
+evaluation's `unknown` threshold, the model's calibrated one). Pure functions
+of the texts, so the test suite runs the same check (tests/test_readme.py).
 """
 
 from __future__ import annotations
@@ -34,10 +35,13 @@ SECTION = "## Results at a glance"
 UNITS = ("%", "pp", "KB", "MB", "ms", "µs", "min", "fps", "x")
 _NUMBER = re.compile(r"(?<![\w.])([+\-−]?\d[\d,]*(?:\.\d+)?)(?:\s?(%|pp|KB|MB|ms|µs|min|fps|x)(?![A-Za-z]))?")
 _LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
-# Results files that record which int8 model they measured: path -> how to find its FlatBuffer SHA-256.
+# Results files that record which model they measured: path -> (what, how to read it
+# from the file, the gate.json field it must equal).
 MODEL_RECORDS = {
-    "benchmarks/results.json": lambda d: next((r.get("flatbuffer_sha256") for r in d.get("rows", [])
-                                               if r.get("name") == "int8"), None),
+    "benchmarks/results.json": ("int8 FlatBuffer SHA-256", lambda d: next(
+        (r.get("flatbuffer_sha256") for r in d.get("rows", []) if r.get("name") == "int8"), None),
+        "flatbuffer_sha256"),
+    "benchmarks/real_photos/results.json": ("unknown threshold", lambda d: d.get("threshold"), "unknown_threshold"),
 }
 GATE = "edge_runtime/shipped/gate.json"
 
@@ -156,15 +160,15 @@ def check(readme_path: Path = README, root: Path = ROOT) -> list[str]:
                 problems.append(f"'{what}': {figure} is not in {', '.join(links)}")
     gate_path = root / GATE
     gate = json.loads(gate_path.read_text()) if gate_path.is_file() else {}
-    for name, sha_of in MODEL_RECORDS.items():
+    for name, (what, read, field) in MODEL_RECORDS.items():
         path = root / name
         if not any(p in cited_all for p in (path, path.with_suffix(".md"))) or not path.is_file():
             continue
-        measured = sha_of(json.loads(path.read_text()))
-        if measured != gate.get("flatbuffer_sha256"):
-            problems.append(f"{name} measured another int8 model than the shipped one "
-                            f"({(measured or '?')[:12]} against {(gate.get('flatbuffer_sha256') or '?')[:12]}): "
-                            "rerun `make bench` and update the README's figures")
+        measured, shipped = read(json.loads(path.read_text())), gate.get(field)
+        if measured != shipped:
+            problems.append(f"{name} measured another model than the shipped one ({what} {str(measured)[:12]} "
+                            f"against {str(shipped)[:12]}): rerun the command that writes it and update "
+                            "the README's figures")
     return problems
 
 
