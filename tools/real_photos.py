@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime import atomic, process
-from edge_runtime.argtypes import probability
+from edge_runtime.argtypes import HelpFormatter, probability
 from edge_runtime.evaluation import confusion_counts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,7 +180,7 @@ def write_golden(out: Path, model: Path, paths, labels, inputs, predicted, photo
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tools.real_photos", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="a .tflite model with metadata")
     parser.add_argument("--photos_dir", type=Path, default=DEFAULT_PHOTOS, help="the labelled photo set")
     parser.add_argument("--threshold", type=probability, default=None,
@@ -188,6 +188,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--naive", action="store_true", help="also evaluate the naive baseline preprocessing")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/real_photos"), help="output directory")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads")
+    parser.add_argument("--datasets", default=None, metavar="NAMES",
+                        help="comma-separated data/photos sources to evaluate (default: those the model's training "
+                             "held out; a source the model trained on is marked so)")
     parser.add_argument("--write_golden", type=Path, metavar="DIR",
                         help="also write DIR/real_photos.{json,npz}: the regression test's golden inputs and labels")
     return parser.parse_args(argv)
@@ -226,8 +229,9 @@ def main(argv=None) -> int:
 
     classifier = Classifier(args.model, num_threads=args.threads, threshold=args.threshold)
     holdout = model_holdout(classifier.metadata)
+    chosen = holdout if args.datasets is None else [n.strip() for n in args.datasets.split(",") if n.strip()]
     have_real = (args.photos_dir / "labels.csv").is_file()
-    if not have_real and not holdout:
+    if not have_real and not chosen:
         print(f"error: no labelled photos at {args.photos_dir} (expected labels.csv and photos/) and the model "
               "held out no source of data/photos; pass --photos_dir DIR", file=sys.stderr)
         return 2
@@ -251,17 +255,20 @@ def main(argv=None) -> int:
                 {"file": str(p.relative_to(args.photos_dir)), "label": int(t), "predicted": int(q.argmax()),
                  "score": round(float(q.max()), 4)} for p, t, q in zip(paths, labels, probabilities)]
         sources["real-photos"] = {k: v for k, v in results["photo_to_input"].items() if k != "predictions"}
-    for dataset in holdout:
+    trained_on_photos = bool(((classifier.metadata.get("training") or {}).get("config") or {}).get("photo_dir"))
+    for dataset in chosen:
         rows = held_out_rows(DEFAULT_PHOTO_DIR, dataset, classifier.labels)
         if not rows:
             continue
         inputs = model_inputs([p for p, _ in rows], photo.photo_to_input, classifier.input_size)
-        sources[f"{dataset} (held out)"] = evaluate(classifier.predict(inputs), np.array([t for _, t in rows]),
+        seen = "held out" if dataset in holdout or not trained_on_photos else "trained on"
+        sources[f"{dataset} ({seen})"] = evaluate(classifier.predict(inputs), np.array([t for _, t in rows]),
                                                     classifier.threshold, classifier.labels, inputs)
 
     report = {"model": str(args.model), "photos_dir": str(args.photos_dir), "threshold": classifier.threshold,
               "interpreter": f"{classifier.backend.package} {classifier.backend.version}",
-              "labels": classifier.labels, "held_out_sources": holdout, "sources": sources}
+              "labels": classifier.labels, "held_out_sources": holdout, "evaluated_sources": chosen,
+              "sources": sources}
     if have_real:
         report.update(in_distribution=int((labels != OOD).sum()), out_of_distribution=int((labels == OOD).sum()),
                       results=results)
