@@ -30,18 +30,19 @@ client limit bounds the threads, and the device needs no new package
 
 from __future__ import annotations
 
-from .access import WILDCARD_HOSTS, check_token, host_allowed, host_name, is_loopback, same_origin
+from .access import WILDCARD_HOSTS, Limiter, check_token, host_allowed, host_name, is_loopback, machine_names, same_origin
 from .app import App, UploadClassifier, parse_after, parse_label, photo_count
 from .camera import CameraLoop, next_due
-from .command import (TOKEN_ENV_VAR, Service, configure, local_addresses, prepare_collect_dir, resolve_token, run,
-                      start, urls_to_open)
-from .http import STREAM, HttpError, Response, body_length, error_response, json_response, part_header
+from .command import (MIN_TOKEN_CHARS, TOKEN_ENV_VAR, Service, configure, local_addresses, prepare_collect_dir,
+                      public_source_name, remove_partials, resolve_token, run, start, urls_to_open)
+from .http import STREAM, HttpError, Request, Response, body_length, error_response, json_response, parse_head, part_header
 from .server import DEFAULT_PORT, Server, make_server
 from .snapshots import Latest, Snapshot
 from ..errors import UsageError
 
-__all__ = ["App", "CameraLoop", "DEFAULT_PORT", "HttpError", "Latest", "Response", "STREAM", "Server", "Service",
-           "Snapshot", "TOKEN_ENV_VAR", "UploadClassifier", "UsageError", "WILDCARD_HOSTS", "body_length",
-           "check_token", "configure", "error_response", "host_allowed", "host_name", "is_loopback", "json_response",
-           "local_addresses", "make_server", "next_due", "parse_after", "parse_label", "part_header", "photo_count",
-           "prepare_collect_dir", "resolve_token", "run", "same_origin", "start", "urls_to_open"]
+__all__ = ["App", "CameraLoop", "DEFAULT_PORT", "HttpError", "Latest", "Limiter", "MIN_TOKEN_CHARS", "Request",
+           "Response", "STREAM", "Server", "Service", "Snapshot", "TOKEN_ENV_VAR", "UploadClassifier", "UsageError",
+           "WILDCARD_HOSTS", "body_length", "check_token", "configure", "error_response", "host_allowed", "host_name",
+           "is_loopback", "json_response", "local_addresses", "machine_names", "make_server", "next_due",
+           "parse_after", "parse_head", "parse_label", "part_header", "photo_count", "prepare_collect_dir",
+           "public_source_name", "remove_partials", "resolve_token", "run", "same_origin", "start", "urls_to_open"]

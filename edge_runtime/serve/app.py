@@ -1,9 +1,19 @@
-"""`App`: answers one request without touching a socket; what the tests call."""
+"""`App`: answers one request without touching a socket; what the tests call.
+
+`handle(method, target, headers, read_body, client)` checks, from the head
+alone and in this order, the Host, the route and method, the origin, the
+token (wrong ones are counted per client and slowed down), the rate of
+writes and the body's size; only then is the body read, and only once it
+has arrived does an upload wait for one of the few decoding slots. Every
+refusal is an HttpError with a one-line message; a bug is a 500 whose
+details go to the log, not to the client.
+"""
 
 from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import threading
 import time
@@ -14,18 +24,48 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from ..capture import log_stderr
 from ..errors import ImageError, UsageError
-from .access import check_token, host_allowed, same_origin
+from .access import Limiter, Refusals, check_token, host_allowed, host_name, same_origin
 from .http import MAX_JSON_BYTES, STREAM, HttpError, Response, body_length, error_response, json_response, part_header
+from .logs import LOG
 from .snapshots import Latest, Snapshot
 
 MAX_UPLOAD_MB = 10.0  # POST /api/classify
-UPLOADS_AT_ONCE = 2  # bodies read and decoded at once: a 10 MB upload decodes to far more
-UPLOAD_WAIT_S = 5.0  # then 503
+UPLOADS_AT_ONCE = 2  # uploads decoded at once: a 10 MB upload decodes to far more
+UPLOAD_WAIT_S = 5.0  # for a decoding slot, once the body is in; then 503
+UPLOAD_BODIES = 6  # upload bodies arriving at once, at --max_upload_mb each: the memory they may take
+MAX_DECODE_MB = 200.0  # what decoding one upload may allocate (imageio's max_bytes); 2 at once on a 1 GB Pi
 LONG_POLL_S = 2.0  # /api/latest?after=N waits at most this long
 STALE_S = 5.0  # /healthz is 503 when the last frame is older than this
 LABEL_CONTENT_TYPE = "application/json"
+# Labels a second (and burst) per client address: a person clicks a button a
+# few times a second at most; a script that saved the same frame 442 times a
+# second filled the disk. Labels are also limited for everyone together.
+# (Uploads write nothing; the decoding slots and the body budget bound them.)
+LABEL_RATE, LABEL_BURST = 5.0, 10
+LABEL_RATE_ALL, LABEL_BURST_ALL = 10.0, 20
+# Wrong tokens per client address: 5 at once, then one every 6 s (10 a minute).
+TOKEN_FAILURE_RATE, TOKEN_FAILURE_BURST = 1 / 6, 5
+EVERYONE = "*"
+
+
+class BodyBudget:
+    """Bytes of request bodies being received at once: reserved from Content-Length before reading."""
+
+    def __init__(self, total: int):
+        self.total, self.used = total, 0
+        self._lock = threading.Lock()
+
+    def reserve(self, n: int) -> bool:
+        with self._lock:
+            if self.used + n > self.total:
+                return False
+            self.used += n
+            return True
+
+    def release(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
 
 
 def parse_label(body: bytes, choices: list[str]) -> str:
@@ -36,8 +76,8 @@ def parse_label(body: bytes, choices: list[str]) -> str:
     """
     try:
         data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise HttpError(400, 'body is not JSON; send {"label": "<class name>"}') from None
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: [[[[... nested a thousand deep
+        raise HttpError(400, 'body is not JSON (or nested too deep); send {"label": "<class name>"}') from None
     label = data.get("label") if isinstance(data, dict) else None
     if not isinstance(label, str):
         raise HttpError(400, 'send {"label": "<class name>"} with the class name as a string')
@@ -55,7 +95,6 @@ def parse_after(query: Mapping[str, list[str]]) -> int | None:
         return int(values[-1])
     except ValueError:
         raise HttpError(400, f"after={values[-1][:40]!r}: expected a frame number") from None
-
 
 
 # path -> {method: endpoint}. Paths match exactly: nothing is unquoted,
@@ -86,12 +125,7 @@ PAGE_HEADERS = (
 
 @dataclass
 class App:
-    """What a request can reach: the model's labels and metadata, the latest frame, the collect dir.
-
-    `handle(method, target, headers, read_body)` answers one request: it
-    checks the host, route, method, origin and token and the body's size
-    before reading a byte of the body, then calls the endpoint.
-    """
+    """What a request can reach: the model's labels and metadata, the latest frame, the collect dir."""
 
     labels: list[str]
     metadata: dict
@@ -101,12 +135,14 @@ class App:
     collect_dir: Path | None = None
     token: str | None = None
     loopback: bool = True
-    source_name: str = ""
+    host_names: frozenset = frozenset()  # on a LAN bind: this machine's names and --allow_host
+    source_name: str = ""  # as clients see it: no absolute path, no password
     model_name: str = ""
     top_k: int = 3
     max_upload_bytes: int = int(MAX_UPLOAD_MB * 2**20)
     uploads_at_once: int = UPLOADS_AT_ONCE
-    log: Callable[[str], None] = log_stderr
+    max_decode_bytes: int = int(MAX_DECODE_MB * 2**20)
+    log: logging.Logger = LOG
     stats: Callable[[], dict] = dict  # the camera loop's and the server's counters, for /healthz
     started: float = field(default_factory=time.monotonic)
 
@@ -114,18 +150,24 @@ class App:
         from ..collect import NONE
         self.choices = [*self.labels, NONE]  # what a label button may say: a class, or none of them
         self._upload_slots = threading.BoundedSemaphore(self.uploads_at_once)
+        self.bodies = BodyBudget(UPLOAD_BODIES * self.max_upload_bytes)
+        self.label_limit = Limiter(LABEL_RATE, LABEL_BURST)
+        self.label_limit_all = Limiter(LABEL_RATE_ALL, LABEL_BURST_ALL)
+        self.token_failures = Limiter(TOKEN_FAILURE_RATE, TOKEN_FAILURE_BURST)
+        self.refusals = Refusals()
         self._count_lock = threading.Lock()
         self.viewers = 0
         self.frames_streamed = 0
         self.saved = 0
+        self.save_failures = 0
 
     # -- dispatch ---------------------------------------------------------------------------
 
-    def gate(self, method: str, target: str, headers: Mapping[str, str]) -> tuple[str, dict]:
+    def gate(self, method: str, target: str, headers: Mapping[str, str], client: str = "local") -> tuple[str, dict]:
         """(endpoint, query) for a request, or HttpError; reads no body."""
-        if not host_allowed(headers.get("Host"), self.loopback):
-            raise HttpError(403, "this server answers only requests addressed to localhost or 127.0.0.1 "
-                                 "(it is bound to this machine); use --host 0.0.0.0 for the LAN")
+        host_ok = host_allowed(headers.get("Host"), self.loopback, self.host_names)
+        if not host_ok and (self.loopback or self.token is None):
+            raise HttpError(403, self._host_refusal(headers.get("Host")))
         parts = urlsplit(target)
         methods = ROUTES.get(parts.path)
         if methods is None:
@@ -134,60 +176,122 @@ class App:
             allowed = ", ".join(methods)
             raise HttpError(405, f"{method} is not allowed on {parts.path}; use {allowed}", (("Allow", allowed),))
         endpoint = methods[method]
-        if endpoint in WRITING:
-            if not same_origin(headers.get("Origin"), headers.get("Host")):
+        if endpoint in WRITING or not host_ok:  # a name that isn't this machine's may read with the token
+            if endpoint in WRITING and not same_origin(headers.get("Origin"), headers.get("Host")):
                 raise HttpError(403, "refusing a request sent by another web site")
-            check_token(headers.get("Authorization"), self.token)
+            try:
+                self.check_token(headers.get("Authorization"), client)
+            except HttpError as e:
+                if host_ok or e.status == 429:
+                    raise
+                raise HttpError(403, self._host_refusal(headers.get("Host"))) from None
         if endpoint == "label" and headers.get("Content-Type", "").split(";")[0].strip().lower() != LABEL_CONTENT_TYPE:
             # Also keeps plain HTML forms on other sites out: they can't send JSON.
             raise HttpError(415, f"send the label as {LABEL_CONTENT_TYPE}: "
                                  '{"label": "<class name>"} with Content-Type: application/json')
         return endpoint, parse_qs(parts.query, keep_blank_values=True)
 
-    def body_limit(self, endpoint: str) -> int:
-        return self.max_upload_bytes if endpoint == "classify" else MAX_JSON_BYTES
+    def _host_refusal(self, host: str | None) -> str:
+        shown = (host or "")[:80]
+        if self.loopback:
+            return ("this server answers only requests addressed to localhost or 127.0.0.1 "
+                    "(it is bound to this machine); use --host 0.0.0.0 for the LAN")
+        return (f"Host {shown!r} is not a name of this machine: open it by its address, its name or name.local, "
+                f"or start serve with --allow_host {host_name(shown) or 'NAME'}" + ("" if self.token is None
+                                                                          else "; programs may send the token"))
 
-    def precheck(self, method: str, target: str, headers: Mapping[str, str]) -> Response | None:
+    def check_token(self, authorization: str | None, client: str) -> None:
+        """check_token, with wrong tokens counted per client: after a few, 429 until it waits."""
+        if self.token is None:
+            return
+        if self.token_failures.empty(client):
+            raise HttpError(429, f"too many wrong tokens from {client}; try again in "
+                                 f"{self.token_failures.wait_s(client)} s",
+                            (("Retry-After", str(self.token_failures.wait_s(client))),))
+        try:
+            check_token(authorization, self.token)
+        except HttpError as e:
+            if e.status == 403:
+                self.token_failures.allow(client)
+                self._refused(client, "token", "wrong tokens")
+            raise
+
+    def _limit_labels(self, client: str) -> None:
+        """429 when a client, or all of them together, label faster than people would."""
+        if not self.label_limit.allow(client):
+            self._too_many(client, "label", f"more than {LABEL_RATE:g} labels a second", self.label_limit)
+        if not self.label_limit_all.allow(EVERYONE):
+            self._too_many(client, "label-all", f"more than {LABEL_RATE_ALL:g} labels a second from all "
+                                                "clients together", self.label_limit_all, EVERYONE)
+
+    def _too_many(self, client: str, kind: str, what: str, limiter: Limiter, key: str | None = None):
+        self._refused(client, kind, what)
+        wait = limiter.wait_s(key or client)
+        raise HttpError(429, f"{what}; try again in {wait} s", (("Retry-After", str(wait)),))
+
+    def _refused(self, client: str, kind: str, what: str) -> None:
+        """One log line for the first refusal of a kind from a client, then one a minute with the count."""
+        count = self.refusals.note(client, kind)
+        if count:
+            self.log.warning(f"{client}: {what}: refused" + (f" ({count} times in the last minute)"
+                                                             if count > 1 else ""))
+
+    def precheck(self, method: str, target: str, headers: Mapping[str, str], client: str = "local") -> Response | None:
         """The refusal for a request, from its head alone, or None: what `Expect: 100-continue` asks.
 
         curl sends that for any upload over 1 KB and waits for the answer, so
         an upload that is too large or lacks the token is never sent at all.
         """
         try:
-            endpoint, _ = self.gate(method, target, headers)
+            endpoint, _ = self.gate(method, target, headers, client)
             if endpoint in WRITING:
                 body_length(headers, self.body_limit(endpoint))
         except HttpError as e:
             return error_response(e.status, e.message, e.headers)
         return None
 
+    def body_limit(self, endpoint: str) -> int:
+        return self.max_upload_bytes if endpoint == "classify" else MAX_JSON_BYTES
+
     def handle(self, method: str, target: str, headers: Mapping[str, str],
-               read_body: Callable[[int], bytes]) -> Response | object:
+               read_body: Callable[[int], bytes], client: str = "local") -> Response | object:
         """A Response, or STREAM for a viewer of /stream.mjpg (the handler streams it)."""
         try:
-            endpoint, query = self.gate(method, target, headers)
+            endpoint, query = self.gate(method, target, headers, client)
             if endpoint == "stream":
                 return STREAM
-            if endpoint == "classify":
+            if endpoint in WRITING:
                 n = body_length(headers, self.body_limit(endpoint))
-                # Bounded before the body is read: each upload may decode to many times its size.
-                if not self._upload_slots.acquire(timeout=UPLOAD_WAIT_S):
-                    raise HttpError(503, f"busy: {self.uploads_at_once} uploads are being classified; try again",
-                                    (("Retry-After", "2"),))
-                try:
-                    return self.classify(read_body(n))
-                finally:
-                    self._upload_slots.release()
-            if endpoint == "label":
-                return self.label(read_body(body_length(headers, self.body_limit(endpoint))))
+                if endpoint == "label":
+                    self._limit_labels(client)
+                    return self.label(read_body(n))
+                return self.upload(read_body, n)
             return getattr(self, endpoint)(query)
         except HttpError as e:
             return error_response(e.status, e.message, e.headers)
         except (ImageError, UsageError) as e:  # a bad image or label: the client's to fix
             return error_response(400, str(e))
         except Exception as e:  # a bug: the client gets one line, the log says where
-            self.log(f"error: {method} {target[:200]}: {type(e).__name__}: {e}")
+            self.log.error(f"{method} {target[:200]}: {type(e).__name__}: {e}")
             return error_response(500, f"internal error ({type(e).__name__}); the server's log has the details")
+
+    def upload(self, read_body: Callable[[int], bytes], n: int) -> Response:
+        """An upload's body is read first, within the memory set aside for bodies; only then does it
+        wait for a decoding slot, so a slow sender holds memory it declared, never a slot."""
+        if not self.bodies.reserve(n):
+            raise HttpError(503, f"busy: {self.bodies.used // 2**20} MB of uploads are arriving; try again",
+                            (("Retry-After", "2"),))
+        try:
+            body = read_body(n)
+            if not self._upload_slots.acquire(timeout=UPLOAD_WAIT_S):
+                raise HttpError(503, f"busy: {self.uploads_at_once} uploads are being classified; try again",
+                                (("Retry-After", "2"),))
+            try:
+                return self.classify(body)
+            finally:
+                self._upload_slots.release()
+        finally:
+            self.bodies.release(n)
 
     # -- endpoints --------------------------------------------------------------------------
 
@@ -234,6 +338,7 @@ class App:
                 "last_frame_age_s": None if age is None else round(age, 3),
                 "fps": snapshot.record["fps"] if snapshot else 0.0, "viewers": self.viewers,
                 "frames_streamed": self.frames_streamed, "photos_saved": self.saved,
+                "photo_save_failures": self.save_failures,
                 "uptime_s": round(time.monotonic() - self.started, 1), **self.stats()}
         if not body["ok"]:
             body["error"] = ("no frame yet: the camera is starting" if age is None
@@ -248,7 +353,8 @@ class App:
         if not body:
             raise HttpError(400, "empty body: send the image file's bytes (curl --data-binary @photo.jpg)")
         warnings: list[str] = []
-        image = decode(body, "upload", warn=warnings.append, working_side=WORK_SIDE)  # ImageError: 400
+        image = decode(body, "upload", warn=warnings.append, working_side=WORK_SIDE,  # ImageError: 400
+                       max_bytes=self.max_decode_bytes)
         result = self.classify_image(image)
         record = {**result.to_dict(), "unknown": result.is_unknown}
         if warnings:
@@ -267,16 +373,21 @@ class App:
         # The name is the model's own label, but the folder could be a symbolic
         # link someone made on the device: never write outside the collect dir.
         if not folder.resolve().is_relative_to(root):
-            raise HttpError(409, f"{folder} leads outside {self.collect_dir}; remove that link")
+            self.log.error(f"not saving {label}: {folder} leads outside {self.collect_dir}; remove that link")
+            raise HttpError(409, f"the folder for {label} leads outside the collect folder; the server's log "
+                                 "says which")
         try:
             path = save_frame(self.collect_dir, label, self.labels, snapshot.roi())
-        except OSError as e:
-            raise HttpError(507 if e.errno == errno.ENOSPC else 500,
-                            f"can't save in {self.collect_dir}: {e.strerror or e}") from e
+        except OSError as e:  # a full disk, a read-only or vanished folder: the person at the device must know
+            with self._count_lock:
+                self.save_failures += 1
+            self.log.error(f"can't save a {label} photo in {self.collect_dir}: {e.strerror or e}")
+            raise HttpError(507 if e.errno in (errno.ENOSPC, errno.EDQUOT) else 500,
+                            f"can't save the photo: {e.strerror or type(e).__name__}; the server's log says where")
         with self._count_lock:
             self.saved += 1
         saved = path.relative_to(self.collect_dir).as_posix()
-        self.log(f"saved {saved} (frame {snapshot.number})")
+        self.log.info(f"saved {saved} (frame {snapshot.number})")
         return json_response({"saved": saved, "label": label, "frame": snapshot.number,
                               "count": photo_count(folder)})
 

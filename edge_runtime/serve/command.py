@@ -1,12 +1,19 @@
-"""The command: argv, the token, the collect dir, the banner, signals and threads."""
+"""The command: argv, the token, the collect dir, the banner, the log, signals and threads.
+
+A stop (SIGTERM, Ctrl-C, the end of the source) waits for the requests
+being answered (Server.drain) and the camera loop before the process ends,
+so no thread is inside OpenCV or the interpreter when Python finalises, and
+removes the collect folder's temporary files, ours and any a killed run
+left: `systemctl stop` ends with status 0 and no `.partial-` file.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,14 +22,59 @@ from typing import Callable
 from ..argtypes import count, positive_int, positive_number
 from ..deployed import default_model_path
 from ..errors import UsageError
-from .access import WILDCARD_HOSTS, is_loopback
+from . import logs
+from .access import WILDCARD_HOSTS, is_loopback, machine_names
 from .app import MAX_UPLOAD_MB, App, UploadClassifier
 from .camera import CameraLoop
+from .logs import LOG
 from .server import CLIENT_TIMEOUT_S, DEFAULT_PORT, MAX_CLIENTS, Server, make_server
 from .snapshots import Latest
 
 TOKEN_ENV_VAR = "EDGE_SERVE_TOKEN"
-MIN_TOKEN_CHARS = 8
+# 16 characters of a random token (token_urlsafe(12), what serve generates) are
+# 96 bits; 8 characters someone chose are guessable, however slow the guesses.
+MIN_TOKEN_CHARS = 16
+PARTIAL = re.compile(r"\..*\.partial-(\d+)")  # atomic.partial_path's temporary names
+
+
+def public_source_name(spec) -> str:
+    """The source as clients see it (/api/info): a file's name without its folders, a stream's
+    scheme and host without user, password, path or query, a camera's number. Pure."""
+    from urllib.parse import urlsplit
+    if spec.kind == "file":
+        return f"video file {Path(str(spec.target)).name}"
+    if spec.kind == "stream":
+        parts = urlsplit(str(spec.target))
+        return f"stream {parts.scheme}://{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    if spec.kind == "camera":
+        return f"camera {spec.target}"
+    return spec.name
+
+
+def remove_partials(collect_dir: Path, alive: Callable[[int], bool]) -> list[Path]:
+    """Remove the temporary files a save left in collect_dir/<class>/ when its writer is gone
+    (`alive(pid)` is False) or is this process; returns them. Another program's live writes stay."""
+    removed = []
+    for folder in [collect_dir, *(d for d in collect_dir.iterdir() if d.is_dir() and not d.is_symlink())]:
+        for entry in folder.iterdir():
+            match = PARTIAL.fullmatch(entry.name)
+            if match and entry.is_file() and (int(match.group(1)) == os.getpid() or not alive(int(match.group(1)))):
+                try:
+                    entry.unlink()
+                    removed.append(entry)
+                except OSError:
+                    pass
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: someone else's process
+        return True
+    return True
 
 
 def urls_to_open(host: str, port: int, token: str | None, hostname: str, addresses: list[str]) -> list[str]:
@@ -54,8 +106,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="turn on the label buttons: each saves the frame's region of interest as "
                              "DIR/<class>/<time>.jpg, for python -m train --photos DIR")
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV_VAR) or None,
-                        help=f"the token labelling and uploads need (default: ${TOKEN_ENV_VAR}, else one is "
-                             "generated when --host is not a loopback address)")
+                        help=f"the token labelling and uploads need, {MIN_TOKEN_CHARS} characters or more "
+                             f"(default: ${TOKEN_ENV_VAR}, else one is generated when --host is not a loopback "
+                             "address)")
+    parser.add_argument("--allow_host", action="append", default=[], metavar="NAME",
+                        help="on a LAN bind, a further name this machine is reached by (a DNS name); requests "
+                             "addressed to other names need the token. Its own name, NAME.local and addresses "
+                             "are always allowed")
     parser.add_argument("--max_clients", type=positive_int, default=MAX_CLIENTS,
                         help="connections at once (viewers, pages, API calls); more get 503")
     parser.add_argument("--max_upload_mb", type=positive_number, default=MAX_UPLOAD_MB,
@@ -106,6 +163,7 @@ class Service:
         self.started = time.monotonic()
         self._http = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                       name="http", daemon=True)
+        self.log_handlers: list = []
 
     @property
     def port(self) -> int:
@@ -136,13 +194,22 @@ class Service:
         return self.finished.wait(timeout)
 
     def close(self) -> None:
-        """Stop and release everything: the camera, the listening socket, the viewers."""
+        """Stop and release everything: the camera, the listening socket, the viewers; wait for the
+        requests being answered; remove temporary files."""
         self.finished.set()
         self.camera.stop()
         self.app.latest.close()  # wakes the viewers; their threads end
         self.server.shutdown()
         self.server.server_close()
+        unfinished = self.server.drain()
         self.camera.join()
+        if unfinished:
+            LOG.warning(f"{unfinished} requests still running at the stop")
+        if self.app.collect_dir is not None:
+            remove_partials(self.app.collect_dir, process_alive)
+        for handler in self.log_handlers:
+            logs.remove_handler(handler)
+        self.log_handlers = []
 
     def banner(self, hostname: str | None = None, addresses: list[str] | None = None) -> list[str]:
         hostname = socket.gethostname() if hostname is None else hostname
@@ -165,7 +232,11 @@ class Service:
 
 
 def start(args, opener=None, log: Callable[[str], None] | None = None) -> Service:
-    """Load the model, bind the port, open the source and start both threads; errors are named and early."""
+    """Load the model, bind the port, open the source and start both threads; errors are named and early.
+
+    `log`: where the log's lines go while this service runs, besides the
+    handlers `run` set up (tests, a program embedding serve).
+    """
     from .. import capture
     from ..classifier import Classifier
     from ..frames import source_fps
@@ -174,6 +245,9 @@ def start(args, opener=None, log: Callable[[str], None] | None = None) -> Servic
         raise UsageError("give both --width and --height, or neither")
     token, generated = resolve_token(args.token, args.host)
     collect = prepare_collect_dir(args.collect) if args.collect is not None else None
+    if collect is not None:
+        for path in remove_partials(collect, process_alive):
+            LOG.info(f"removed {path.relative_to(collect)}, left by a run that was killed")
     model = args.model or default_model_path()
     classifier = Classifier(model, num_threads=args.threads, threshold=args.threshold)
     # A second interpreter for uploads: an interpreter is not thread-safe, and an
@@ -182,15 +256,17 @@ def start(args, opener=None, log: Callable[[str], None] | None = None) -> Servic
                                           threshold=classifier.threshold), args.top_k)
     spec = capture.parse_source(args.source, args.camera, width=args.width, height=args.height, fps=args.fps)
     latest = Latest()
+    loopback = is_loopback(args.host)
     app = App(labels=classifier.labels, metadata=classifier.metadata, threshold=classifier.threshold,
-              latest=latest, classify_image=uploads, collect_dir=collect, token=token,
-              loopback=is_loopback(args.host), source_name=spec.name, model_name=Path(model).name,
-              top_k=args.top_k, max_upload_bytes=int(args.max_upload_mb * 2**20),
-              **({"log": log} if log else {}))
+              latest=latest, classify_image=uploads, collect_dir=collect, token=token, loopback=loopback,
+              host_names=frozenset() if loopback else machine_names(socket.gethostname(), args.allow_host),
+              source_name=public_source_name(spec), model_name=Path(model).name,
+              top_k=args.top_k, max_upload_bytes=int(args.max_upload_mb * 2**20))
     server = make_server(args.host, args.port, app, args.max_clients, args.client_timeout)
     try:
         stream = capture.FrameStream(spec, opener=opener, loop=not spec.live,  # opens it: CameraError names it
-                                     backoff=capture.Backoff(give_up_after_s=args.reconnect_timeout))
+                                     backoff=capture.Backoff(give_up_after_s=args.reconnect_timeout),
+                                     log=logs.log_line)
     except BaseException:
         server.server_close()
         raise
@@ -199,13 +275,24 @@ def start(args, opener=None, log: Callable[[str], None] | None = None) -> Servic
                         top_k=args.top_k, smooth=args.smooth, rate=args.rate,
                         file_fps=1.0 if spec.live else source_fps(stream),
                         on_exit=lambda: service_box and service_box[0].stop())
-    app.stats = lambda: {**camera.stats(), "clients": server.clients, "clients_refused": server.refused}
+    app.stats = lambda: {**camera.stats(), "clients": server.clients, "clients_refused": server.refused,
+                         "connections_dropped": server.dropped}
     service = Service(app, server, camera, generated)
+    if log is not None:
+        service.log_handlers.append(logs.to_callable(log))
     service_box.append(service)
     return service.start()
 
 
 def run(args) -> int:
+    handler = logs.to_stderr()
+    try:
+        return serve_until_stopped(args)
+    finally:
+        logs.remove_handler(handler)
+
+
+def serve_until_stopped(args) -> int:
     from ..process import StopFlag
 
     service = start(args)
@@ -222,7 +309,7 @@ def run(args) -> int:
         raise camera.error  # a CameraError is one `error:` line and exit status 6
     elapsed = time.monotonic() - service.started
     app = service.app
-    print(f"stopped ({stop.signal_name or 'end of stream'}): {camera.frames} frames in {elapsed:.1f} s "
-          f"({camera.frames / elapsed if elapsed else 0:.1f} fps), {app.frames_streamed} frames streamed, "
-          f"{app.saved} photos saved, {service.server.refused} clients refused", file=sys.stderr)
+    LOG.info(f"stopped ({stop.signal_name or 'end of stream'}): {camera.frames} frames in {elapsed:.1f} s "
+             f"({camera.frames / elapsed if elapsed else 0:.1f} fps), {app.frames_streamed} frames streamed, "
+             f"{app.saved} photos saved, {service.server.refused} clients refused")
     return 0
