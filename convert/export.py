@@ -36,6 +36,7 @@ from edge_runtime import native_stderr
 from edge_runtime.deployed import VARIANTS
 from .errors import ConversionError
 from .fold import fold_relu_batchnorm
+from .graph import static_flatten
 
 QUANTIZER_SETTINGS = "fully_quantize: "  # what the int8 quantizer prints on every conversion
 
@@ -75,6 +76,8 @@ def convert(model, variant: str, calibration: np.ndarray | None = None, float_la
     import tensorflow as tf
     if variant == "int8":
         model = fold_relu_batchnorm(model)
+    model = static_flatten(model)  # one XNNPACK partition (convert/graph.py)
+    if variant == "int8":
         converter = int8_converter(model, calibration)
         if float_layers:
             names = [layer.name for layer in model.layers]

@@ -26,7 +26,7 @@ from edge_runtime.deployed import DEPLOYED_VARIANT, MODELS_DIR, VARIANTS, model_
 from edge_runtime.errors import ModelError
 from train.rundir import LATEST, RunDir
 
-from . import check, export
+from . import check, export, graph
 from .diagnose import DIAGNOSIS, diagnose_gate, float_layer_cost
 from .errors import GateError
 
@@ -150,7 +150,7 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
             predictions[variant] = predicted
             figures = check.compare(labels, reference, predicted, class_names)
             row = {"variant": variant, **figures, "size_bytes": len(flatbuffer), "flatbuffer_sha256": sha256(flatbuffer),
-                   "tensor_types": export.tensor_types(flatbuffer),
+                   "tensor_types": export.tensor_types(flatbuffer), "graph": graph_figures(flatbuffer),
                    "latency": check.single_image_latency_us(Classifier(path, num_threads=1), data.test_images[0],
                                                             runs=config.latency_runs),
                    "seconds": round(time.perf_counter() - t, 1)}
@@ -169,6 +169,7 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
                                                     "worst_class_change_pp")}
             meta["accuracy"]["keras_accuracy"] = rows[0]["accuracy"]
             meta["accuracy"]["test_images"] = int(len(labels))
+            meta["graph"] = row["graph"]
             if row.get("unknown_threshold") is not None:
                 # Calibrated on held-out photos: the runtime's default --threshold for this model.
                 meta["unknown_threshold"] = row["unknown_threshold"]
@@ -189,7 +190,7 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
                   "variants": rows, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if failures:
             report["diagnosis"] = diagnose_gate(model, calibration, data, config.float_layer_list(), config.seed, staging)
-        table = check.markdown_table(rows) + check.photo_table(rows)
+        table = check.markdown_table(rows) + graph_table(rows) + check.photo_table(rows)
         (staging / f"{REPORT}.json").write_text(json.dumps(report, indent=2))
         (staging / f"{REPORT}.md").write_text(_markdown(report, table))
         cm_diff = (np.array(classification_metrics(labels, predictions[DEPLOYED_VARIANT])["confusion_matrix"])
@@ -210,6 +211,26 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
         return report
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def graph_figures(flatbuffer: bytes) -> dict:
+    """The operators in order and the XNNPACK partitions they make (convert/graph.py)."""
+    ops = graph.op_names(flatbuffer)
+    return {"ops": ops, "xnnpack_partitions": len(graph.partitions(ops)),
+            "interpreter_ops": sorted(set(ops) - graph.XNNPACK_OPS)}
+
+
+def graph_table(rows: list[dict]) -> str:
+    """One line per variant: its operators, and how many XNNPACK partitions they make. Pure."""
+    lines = ["", "Graphs (operators in order; the interpreter runs any op XNNPACK does not take, between partitions):", ""]
+    for r in rows:
+        g = r.get("graph")
+        if g is None:  # the Keras reference row
+            continue
+        lines.append(f"- {r['variant']}: {', '.join(g['ops'])}: **{g['xnnpack_partitions']} XNNPACK partition"
+                     f"{'s' if g['xnnpack_partitions'] != 1 else ''}**"
+                     + (f" (interpreter: {', '.join(g['interpreter_ops'])})" if g["interpreter_ops"] else ""))
+    return "\n".join(lines) + "\n"
 
 
 def _run_photos(run_dir: Path):

@@ -281,3 +281,36 @@ def test_activation_figures_by_hand():
         "only 50 calibration images (--calibration_size, default 500)"
     assert "repeat: 1 distinct among 500" in diagnose.calibration_problem(np.full((500, 28, 28), 128, np.uint8))
     assert diagnose.calibration_problem(np.random.default_rng(0).integers(0, 256, (500, 28, 28), dtype=np.uint8)) is None
+
+
+def test_every_variant_is_one_xnnpack_partition(tiny_models):
+    # Keras' Flatten reads the batch size at run time (SHAPE, STRIDED_SLICE, PACK), ops
+    # XNNPACK leaves to the interpreter, which split the graph in two (convert/graph.py).
+    _, report = tiny_models
+    for row in report["variants"][1:]:
+        graph = row["graph"]
+        assert graph["xnnpack_partitions"] == 1 and not graph["interpreter_ops"], (row["variant"], graph["ops"])
+        assert "RESHAPE" in graph["ops"] and "SHAPE" not in graph["ops"]
+    out, _ = tiny_models
+    assert metadata.read_embedded(out / model_filename("int8"))["graph"] == report["variants"][-1]["graph"]
+
+
+def test_static_flatten_keeps_the_outputs_and_batching(keras_model, tiny_int8_model, fashion):
+    from convert.graph import static_flatten
+    images = fashion.test_images[:64, ..., None].astype(np.float32)
+    np.testing.assert_array_equal(static_flatten(keras_model).predict(images, verbose=0),
+                                  keras_model.predict(images, verbose=0))
+    clf = Classifier(tiny_int8_model)
+    assert clf.input.dynamic_batch  # the batch axis is still free
+    one_by_one = np.stack([clf.predict(image)[0] for image in fashion.test_images[:5]])
+    np.testing.assert_array_equal(clf.predict(fashion.test_images[:5]), one_by_one)
+
+
+def test_partitions_are_the_runs_of_delegated_ops():
+    from convert.graph import partitions
+    flatten = ["QUANTIZE", "CONV_2D", "MAX_POOL_2D", "SHAPE", "STRIDED_SLICE", "PACK", "RESHAPE",
+               "FULLY_CONNECTED", "SOFTMAX", "QUANTIZE"]
+    assert partitions(flatten) == [["QUANTIZE", "CONV_2D", "MAX_POOL_2D"],
+                                   ["RESHAPE", "FULLY_CONNECTED", "SOFTMAX", "QUANTIZE"]]
+    assert len(partitions(["QUANTIZE", "CONV_2D", "RESHAPE", "FULLY_CONNECTED"])) == 1
+    assert partitions(["SHAPE"]) == [] and partitions([]) == []
