@@ -1,7 +1,9 @@
-"""`python -m tools.serve_load`: `serve` under load, 20 MJPEG viewers for 30 s plus one that never reads.
+"""`python -m tools.serve_load`: `serve` under load, 20 MJPEG viewers for 30 s plus one that never reads,
+then hostile and busy clients (tools/serve_hostile.py).
 
     python -m tools.serve_load --model models/fashion_mnist_int8.tflite      # benchmarks/serve_load.{json,md}
     python -m tools.serve_load --viewers 5 --seconds 10 --out /tmp/load      # a quick look
+    python -m tools.serve_load --part hostile --stops 5                      # the hostile cases alone
 
 It starts `python -m edge_runtime serve` on 127.0.0.1 (a free port) playing a
 generated 640x480 clip at 30 fps, as a camera would deliver it, and then:
@@ -13,11 +15,14 @@ generated 640x480 clip at 30 fps, as a camera would deliver it, and then:
    a byte; /api/latest is timed five times a second; memory sampled each
    second. The camera loop's rate again;
 3. after: the viewers leave; memory at the end; the server must have dropped
-   the stalled viewer, and SIGTERM must stop it with exit status 0.
+   the stalled viewer, and SIGTERM must stop it with exit status 0;
+4. hostile (--part hostile or all): the cases in tools/serve_hostile.py, each
+   against a fresh server on 127.0.0.1, among them --stops SIGTERMs under load.
 
 Bounded: each phase has a fixed length, every socket a timeout, and the
 server is killed if it has not stopped 20 s after SIGTERM. Results are
-written atomically; the Markdown file is for people, the JSON for tools.
+written atomically; the Markdown file is for people, the JSON for tools. A
+run of one part keeps the other part's figures from the existing JSON.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python tools/serve_load.py` works too
@@ -100,7 +106,7 @@ def start_server(clip: Path, model: Path, extra: list[str]) -> tuple[subprocess.
         if not line:
             break
         if line.startswith("open http://"):
-            port = int(line.split()[1].rsplit(":", 1)[1].strip("/"))
+            port = urlsplit(line.split()[1]).port
             threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
             return proc, port
     proc.kill()
@@ -205,20 +211,29 @@ def stalled_viewer(port: int) -> socket.socket:
 
 # -- the run -----------------------------------------------------------------------------------
 
-def measure(args) -> dict:
+def measure(args, previous: dict) -> dict:
     model = Path(args.model)
     if not model.is_file():
         raise ModelError(f"model {model} not found; run `make train convert` or pass --model PATH")
     import tempfile
+
+    from tools.serve_hostile import measure_hostile
+    result = dict(previous)
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_clip(Path(tmp) / "clip.avi")
-        proc, port = start_server(clip, model, ["--client_timeout", str(args.client_timeout),
-                                                "--max_clients", str(args.viewers + 8)])
-        try:
-            return run_phases(proc, port, args)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        if args.part in ("all", "load"):
+            proc, port = start_server(clip, model, ["--client_timeout", str(args.client_timeout),
+                                                    "--max_clients", str(args.viewers + 8)])
+            try:
+                result.update(run_phases(proc, port, args))
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        if args.part in ("all", "hostile"):
+            result["hostile"] = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                 "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+                                 **measure_hostile(start_server, clip, model, Path(tmp), args.stops)}
+    return result
 
 
 def run_phases(proc: subprocess.Popen, port: int, args) -> dict:
@@ -340,6 +355,13 @@ def model_summary(path: Path) -> dict:
 
 
 def markdown(r: dict) -> str:
+    from tools.serve_hostile import markdown as hostile_markdown
+    parts = ((load_markdown(r) if "load" in r else [])
+             + (hostile_markdown(r["hostile"], r.get("hostile_before")) if "hostile" in r else []))
+    return "\n".join(parts)
+
+
+def load_markdown(r: dict) -> list[str]:
     idle, load, mem, stop = r["idle"], r["load"], r["memory_mb"], r["stop"]
     dropped = load["stalled_viewer_dropped_after_s"]
     s = r["settings"]
@@ -388,7 +410,7 @@ def markdown(r: dict) -> str:
         "Memory each second (s, MB): " + ", ".join(f"{t:g} {m:.0f}" for t, m in mem["samples"]) + ".",
         "",
     ]
-    return "\n".join(lines)
+    return lines
 
 
 @process.command
@@ -401,11 +423,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle_seconds", type=float, default=10.0, help="the camera loop alone, before them")
     parser.add_argument("--client_timeout", type=float, default=10.0, help="serve's --client_timeout")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="writes OUT.json and OUT.md")
+    parser.add_argument("--part", choices=("all", "load", "hostile"), default="all",
+                        help="the viewers' load, the hostile cases, or both; a part not run keeps its figures")
+    parser.add_argument("--stops", type=int, default=20, help="SIGTERMs under load in the hostile part")
     args = parser.parse_args(argv)
-    if not (1 <= args.viewers <= 200 and 1 <= args.seconds <= 600 and 1 <= args.idle_seconds <= 600):
-        raise UsageError("--viewers 1..200, --seconds and --idle_seconds 1..600")
+    if not (1 <= args.viewers <= 200 and 1 <= args.seconds <= 600 and 1 <= args.idle_seconds <= 600
+            and 1 <= args.stops <= 100):
+        raise UsageError("--viewers 1..200, --seconds and --idle_seconds 1..600, --stops 1..100")
     args.load_at_start = os.getloadavg()
-    result = measure(args)
+    previous_path = args.out.with_suffix(".json")
+    previous = json.loads(previous_path.read_text()) if previous_path.is_file() else {}
+    if args.part == "all":  # a fresh record, but figures measured against an older server stay
+        previous = {k: v for k, v in previous.items() if k == "hostile_before"}
+    result = measure(args, previous)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(args.out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
     atomic.write_text(args.out.with_suffix(".md"), markdown(result))

@@ -222,7 +222,16 @@ class Server:
             send_quietly(pending.sock, answer_bytes(self._busy_answer, close=True))
             pending.sock.close()
             return
-        threading.Thread(target=self._work, args=(pending,), name="request", daemon=True).start()
+        try:
+            threading.Thread(target=self._work, args=(pending,), name="request", daemon=True).start()
+        except RuntimeError as e:  # no thread to be had: this request is refused, the loop goes on
+            with self._lock:
+                self.clients -= 1
+                self._busy.discard(pending.sock)
+                self.refused += 1
+            self.log.error(f"can't start a thread for a request: {e}")
+            send_quietly(pending.sock, answer_bytes(self._busy_answer, close=True))
+            pending.sock.close()
 
     def _take_returned(self) -> None:
         with self._lock:
