@@ -114,6 +114,16 @@ def png_bomb(side: int = 7000) -> bytes:
     return cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 9])[1].tobytes()
 
 
+def largest_accepted_png(side: int = 4900) -> bytes:
+    """An 8-bit RGBA PNG of smooth gradients just under serve's decoding budget (2 x 92 MB of 200)."""
+    import cv2
+    import numpy as np
+    ramp = np.linspace(0, 255, side, dtype=np.float32)
+    mix = np.add.outer(ramp, ramp) / 2
+    image = np.dstack([mix, mix[::-1], np.tile(ramp, (side, 1)), mix]).astype(np.uint8)
+    return cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 9])[1].tobytes()
+
+
 def good_jpeg() -> bytes:
     import cv2
 
@@ -220,9 +230,18 @@ def case_bomb(server: Server) -> dict:
     status, body, seconds = request(server.port, "POST", "/api/classify", bomb, {"Content-Type": "image/png"},
                                     timeout=120)
     peak = status_kb(server.proc.pid, "VmHWM") or 0
+    largest = largest_accepted_png()
+    idle2 = status_kb(server.proc.pid, "VmRSS") or 0
+    reset_peak(server.proc.pid)
+    status2, _, seconds2 = request(server.port, "POST", "/api/classify", largest, {"Content-Type": "image/png"},
+                                   timeout=120)
+    peak2 = status_kb(server.proc.pid, "VmHWM") or 0
     return {"bytes": len(bomb), "image": "7000x7000 16-bit RGBA PNG", "status": status,
             "error": body.get("error"), "seconds": round(seconds, 2), "idle_mb": round(idle / 1024),
-            "peak_above_idle_mb": round((peak - idle) / 1024) if reset else None}
+            "peak_above_idle_mb": round((peak - idle) / 1024) if reset else None,
+            "largest_accepted": {"image": "4900x4900 8-bit RGBA PNG", "bytes": len(largest), "status": status2,
+                                 "seconds": round(seconds2, 2),
+                                 "peak_above_idle_mb": round((peak2 - idle2) / 1024) if reset else None}}
 
 
 def case_slow_heads(server: Server, connections: int = 40, seconds: float = 20.0, interval: float = 5.0) -> dict:
@@ -502,6 +521,9 @@ def rows(h: dict) -> dict[str, str]:
             + ("unchanged" if log["stderr_after"] == log["stderr_before"] else f"now `{log['stderr_after']}`"),
         f"{bomb['image']}, {bomb['bytes'] / 1024:.0f} KB":
             f"{bomb['status']} in {bomb['seconds']:.1f} s, peak {bomb['peak_above_idle_mb']} MB above idle",
+        **({f"the largest image accepted: {big['image']}, {big['bytes'] / 1024:.0f} KB":
+            f"{big['status']} in {big['seconds']:.1f} s, peak {big['peak_above_idle_mb']} MB above idle"}
+           if (big := bomb.get("largest_accepted")) else {}),
         f"{heads['slow_connections']} connections sending a header byte every {heads['byte_every_s']:g} s; "
         "real `/api/latest` meanwhile":
             f"{heads['answered_200']} of {heads['requests']} answered 200 {heads['statuses']}",
@@ -523,7 +545,7 @@ def rows(h: dict) -> dict[str, str]:
 def markdown(h: dict, before: dict | None = None) -> list[str]:
     """The hostile part of benchmarks/serve_load.md; `before`: the same cases against an older server."""
     now = rows(h)
-    old = list(rows(before).values()) if before else None
+    old = rows(before) if before else None
     lines = [
         "## Hostile and busy clients",
         "",
@@ -537,7 +559,9 @@ def markdown(h: dict, before: dict | None = None) -> list[str]:
     if old:
         lines += [f"Before: {before['server']}, the same cases (`--stops {before['stops']['rounds']}`).", "",
                   "| case | before | now |", "|---|---|---|"]
-        lines += [f"| {case} | {was} | {result} |" for (case, result), was in zip(now.items(), old)]
+        was = dict(zip([k.split(",")[0].split(" times")[0][:40] for k in old], old.values()))
+        lines += [f"| {case} | {was.get(case.split(',')[0].split(' times')[0][:40], 'not measured')} | {result} |"
+                  for case, result in now.items()]
     else:
         lines += ["| case | result |", "|---|---|"] + [f"| {case} | {result} |" for case, result in now.items()]
     lines += ["", "Malformed requests:", "", "| request | " + ("before | " if before else "") + "status | error |",
