@@ -4,15 +4,16 @@
 
 Every row of the table under "## Results at a glance" links the committed
 file(s) its figure is held in. Each number in a row's result cell (with its
-unit: %, pp, KB, MB, ms, µs, min, fps, x) must be found in one of those files
-or in the .json twin of a linked .md (results.md -> results.json), at the
-precision the README gives it:
+unit: %, pp, KB, MB, ms, µs, min, fps, x) must be found in one of those files,
+at the precision the README gives it:
 
 - in Markdown, the same number and unit written there (357.2 KB holds 357 KB);
+  a section about an earlier run ("## Change since the previous run") does not count;
 - in JSON, a number whose key says its unit: `*accuracy` (a fraction: %),
   `*_bytes` (KB, MB), `*_us` (µs, ms), `*_mb` (MB), `*_minutes` (min),
   `*_seconds` (min), `*_pp` (pp); and the difference in pp between two
-  accuracies of one object (int8 against float of a zoo model).
+  accuracies of one object (int8 against float of a zoo model); an earlier
+  run's figures (`previous`, `change_vs_previous`) do not count.
 
 And the figures must describe the shipped model: where a cited results file
 records which model it measured, that must be the one edge_runtime/shipped/
@@ -44,6 +45,8 @@ MODEL_RECORDS = {
     "benchmarks/real_photos/results.json": ("unknown threshold", lambda d: d.get("threshold"), "unknown_threshold"),
 }
 GATE = "edge_runtime/shipped/gate.json"
+EARLIER_RUN_KEYS = ("previous", "change_vs_previous")  # a results file's record of the run before it
+_EARLIER_RUN_SECTION = re.compile(r"^## [^\n]*previous[^\n]*\n.*?(?=^#{1,2} |\Z)", re.M | re.S | re.I)
 
 
 @dataclass(frozen=True)
@@ -56,15 +59,15 @@ class Figure:
         return f"{self.value:.{self.decimals}f}{' ' + self.unit if self.unit else ''}"
 
 
-def figures_in(text: str) -> list[Figure]:
-    """Numbers with their units, as written. In a range ("-0.11 to +0.06 pp") a number
-    without a unit takes the next one's. Pure."""
+def figures_in(text: str, ranges: bool = False) -> list[Figure]:
+    """Numbers with their units, as written. With `ranges` (a README cell such as
+    "-0.11 to +0.06 pp") a number without a unit takes the next one's. Pure."""
     found = []
     for m in _NUMBER.finditer(text):
         number = m.group(1).replace(",", "").replace("−", "-")
         decimals = len(number.split(".")[1]) if "." in number else 0
         found.append(Figure(float(number), m.group(2), decimals))
-    for i in range(len(found) - 2, -1, -1):  # a range's first number takes the unit of the second
+    for i in range(len(found) - 2, -1, -1) if ranges else ():  # a range's first number takes the second's unit
         if found[i].unit is None and found[i + 1].unit is not None:
             found[i] = Figure(found[i].value, found[i + 1].unit, found[i].decimals)
     return found
@@ -77,7 +80,8 @@ def json_figures(data, key: str = "") -> list[tuple[float, str | None]]:
         accuracies = [v for k, v in data.items() if k.endswith("accuracy") and _is_number(v)]
         out += [((a - b) * 100, "pp") for a in accuracies for b in accuracies if a is not b]
         for k, v in data.items():
-            out += json_figures(v, k)
+            if k not in EARLIER_RUN_KEYS:
+                out += json_figures(v, k)
     elif isinstance(data, list):
         for v in data:
             out += json_figures(v, key)
@@ -124,17 +128,11 @@ def results_rows(readme: str) -> list[list[str]]:
 
 
 def file_candidates(path: Path) -> list[tuple[float, str | None]]:
-    """Every figure a cited file holds: its own text's, and its .json twin's for a .md."""
-    out: list[tuple[float, str | None]] = []
-    for p in (path, path.with_suffix(".json")) if path.suffix == ".md" else (path,):
-        if not p.is_file():
-            continue
-        text = p.read_text(encoding="utf-8")
-        if p.suffix == ".json":
-            out += json_figures(json.loads(text))
-        else:
-            out += [(f.value, f.unit) for f in figures_in(text)]
-    return out
+    """Every figure a cited file holds, as (value, unit)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        return json_figures(json.loads(text))
+    return [(f.value, f.unit) for f in figures_in(_EARLIER_RUN_SECTION.sub("", text))]
 
 
 def check(readme_path: Path = README, root: Path = ROOT) -> list[str]:
@@ -155,7 +153,7 @@ def check(readme_path: Path = README, root: Path = ROOT) -> list[str]:
                             + (f" ({', '.join(missing)} not found)" if missing else ""))
             continue
         candidates = [c for p in paths for c in file_candidates(p)]
-        for figure in figures_in(result):
+        for figure in figures_in(result, ranges=True):
             if not holds(figure, candidates):
                 problems.append(f"'{what}': {figure} is not in {', '.join(links)}")
     gate_path = root / GATE
