@@ -106,3 +106,17 @@ def test_help_never_prints_default_none(command, capsys):
     assert text.count("(default:") == text.count("default:")  # each default is said once, in one form
     if command in ("classify", "webcam", "serve"):
         assert "calibrated" in text and str(DEFAULT_THRESHOLD) in text  # --threshold: the model's own
+
+
+def test_info_into_a_reader_that_leaves_early_is_no_traceback(tiny_int8_model):
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1); from edge_runtime.cli import main; "
+                             f"from edge_runtime.process import exit_with; exit_with(main(['info', '--model', "
+                             f"{str(tiny_int8_model)!r}]))"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # `info | head -0`: the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and "Traceback" not in err, err
