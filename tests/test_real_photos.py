@@ -1,11 +1,11 @@
 """Regression test on real photos from ../shared/real-photos (skipped when that
 folder is absent: the project never depends on it).
 
-tests/golden/ holds 18 photos (two per class the deployed model got right
+tests/golden/ holds 18 photos (two per class the shipped model got right
 when the golden was made; the photos have no Bag) with the 28x28
 input photo_to_input made from each. Regenerate it deliberately when the
-preprocessing or the deployed model changes on purpose:
-    make real-photos ARGS="--write_golden tests/golden"
+preprocessing or the shipped model changes on purpose:
+    python -m tools.real_photos --model edge_runtime/shipped/fashion_mnist_int8.tflite --write_golden tests/golden
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, SHARED
+from conftest import SHARED
 from edge_runtime import metadata
-from edge_runtime.deployed import MODEL_FILENAME
+from edge_runtime.deployed import SHIPPED_MODEL
 
 PHOTOS = SHARED / "real-photos"
 GOLDEN = Path(__file__).parent / "golden"
-DEPLOYED = ROOT / "models" / MODEL_FILENAME
+DEPLOYED = SHIPPED_MODEL
 
 pytestmark = pytest.mark.skipif(not (PHOTOS / "labels.csv").is_file(),
                                 reason=f"{PHOTOS} is absent (the real-photo set lives beside the checkout)")
@@ -52,10 +52,10 @@ def test_preprocessing_matches_the_golden_inputs(golden, inputs):
 def test_deployed_model_still_gets_them_right(golden, inputs):
     photos, _ = golden
     if not DEPLOYED.is_file():
-        pytest.skip("no deployed model (make train convert)")
+        pytest.skip("no shipped model")
     flatbuffer = metadata.flatbuffer_part(DEPLOYED.read_bytes())
-    if metadata.sha256(flatbuffer) != photos["model_flatbuffer_sha256"]:
-        pytest.skip("the deployed model is not the one the golden labels were recorded with")
+    assert metadata.sha256(flatbuffer) == photos["model_flatbuffer_sha256"], \
+        "the shipped model is not the one the golden labels were recorded with: regenerate them (module docstring)"
     from edge_runtime.classifier import Classifier
     predicted = Classifier(DEPLOYED).predict(inputs).argmax(1)
     assert predicted.tolist() == [p["label"] for p in photos["photos"]]
