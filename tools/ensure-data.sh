@@ -6,15 +6,7 @@ PY=${PY:-.venv/bin/python}
 check() { "$PY" -c 'from edge_runtime import dataset; print("Fashion-MNIST:", dataset.find_data_dir())' 2>/dev/null; }
 check && exit 0
 
-if ! command -v apt-get >/dev/null 2>&1; then
-    SUDO=none
-elif [ "$(id -u)" = 0 ]; then
-    SUDO=""
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    SUDO="sudo -n"
-else
-    SUDO=none
-fi
+. "$(dirname "$0")/apt-sudo.sh"
 if [ "$SUDO" = none ]; then
     echo "error: Fashion-MNIST not found and apt-get is not usable here. Do one of:" >&2
     echo "  sudo apt-get install dataset-fashion-mnist" >&2

@@ -10,15 +10,7 @@ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>
 command -v chromedriver >/dev/null 2>&1 || need="$need chromium-driver"
 [ -z "$need" ] && exit 0
 
-if ! command -v apt-get >/dev/null 2>&1; then
-    SUDO=none
-elif [ "$(id -u)" = 0 ]; then
-    SUDO=""
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    SUDO="sudo -n"
-else
-    SUDO=none
-fi
+. "$(dirname "$0")/apt-sudo.sh"
 if [ "$SUDO" = none ]; then
     echo "note: missing$need; the emulated Pi check and/or the browser test will be skipped." >&2
     echo "      To run everything CI runs: sudo apt-get install$need" >&2
