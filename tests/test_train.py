@@ -174,13 +174,15 @@ def test_refuses_to_overwrite_a_finished_run(tiny_run):
 
 
 # -- precision ---------------------------------------------------------------
-def test_auto_precision_follows_the_cpu_flags(tmp_path):
+def test_auto_precision_follows_the_cpu_flags_then_the_clock(tmp_path, monkeypatch):
     from train import precision
     with_bf16, without = tmp_path / "bf16", tmp_path / "plain"
     with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
     without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert precision.faster_policy(steps=2, batch=32) in ("float32", "mixed_bfloat16")  # really timed
+    monkeypatch.setattr(precision, "faster_policy", lambda: "mixed_bfloat16")  # what the timing said
     assert precision.resolve("auto", str(with_bf16)) == "mixed_bfloat16"
-    assert precision.resolve("auto", str(without)) == "float32"
+    assert precision.resolve("auto", str(without)) == "float32"  # no bfloat16 instructions: not even timed
     assert precision.resolve("auto", str(tmp_path / "missing")) == "float32"
     assert precision.resolve("float32", str(with_bf16)) == "float32"  # explicit wins
     with pytest.raises(ValueError, match="precision must be one of"):

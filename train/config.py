@@ -46,7 +46,7 @@ class TrainConfig:
     init_from: str | None = field(default=None, metadata={"help": "start from this run's trained weights (its model, width and dropout): a short fine-tune, e.g. --init_from runs/latest --photos my-photos --epochs 5 --learning_rate 5e-4"})
     photo_val_fraction: float = field(default=0.15, metadata={"help": "photos held out for validation, stratified"})
     photo_limit: int | None = field(default=None, metadata={"help": "use only this many photos of each source (quick tries, tests)"})
-    precision: str = field(default="auto", metadata={"help": "float32, mixed_bfloat16, or auto: mixed_bfloat16 where the CPU has native bfloat16 (AVX512_BF16/AMX), else float32. model.keras is float32 either way"})
+    precision: str = field(default="auto", metadata={"help": "float32, mixed_bfloat16, or auto: mixed_bfloat16 where the CPU has native bfloat16 (AVX512_BF16/AMX) and a few timed steps say it is faster, else float32. model.keras is float32 either way"})
     val_size: int = field(default=6000, metadata={"help": "validation images held out of the 60,000 (stratified)"})
     patience: int = field(default=10, metadata={"help": "early stopping: epochs without val_accuracy gain"})
     distribute: str = field(default="none", metadata={"help": "none; mirrored: every GPU of this machine; multi_worker: the machines in TF_CONFIG, each running this same command (docs/distributed.md)"})
