@@ -343,6 +343,15 @@ def photo_to_input(image: np.ndarray, size: tuple[int, int] = DEFAULT_SIZE) -> n
     """
     bgr = shrink(to_bgr(image))  # (h, w, 3), longest side <= WORK_SIDE
     mask, background = garment_mask(bgr)  # bool (h, w), Lab (5, 3)
+    return masked_input(bgr, mask, background, size)
+
+
+def masked_input(bgr: np.ndarray, mask: np.ndarray, background: np.ndarray,
+                 size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
+    """Steps 4 and 5 for a given garment mask: a working-size BGR image, its bool
+    (h, w) mask and background Lab colours (5, 3) -> model input, uint8 `size`.
+    Apart from photo_to_input so a different segmentation is measured with exactly
+    the same intensities and placing (tools/segmentation_levers.py)."""
     if not mask.any():
         return np.zeros(size, np.uint8)
     rows, cols = bounding_box(mask)

@@ -65,32 +65,17 @@ def largest_blob(mask: np.ndarray) -> np.ndarray:
     return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
-def input_from_mask(bgr: np.ndarray, mask: np.ndarray, background: np.ndarray, size) -> np.ndarray:
-    """Steps 4 and 5 of photo_to_input for a given mask (the same calls, in the same order)."""
-    import cv2
-
-    from edge_runtime import photo
-    if not mask.any():
-        return np.zeros(size, np.uint8)
-    rows, cols = photo.bounding_box(mask)
-    gray = cv2.cvtColor(bgr[rows, cols], cv2.COLOR_BGR2GRAY)
-    dark = photo.is_dark(background)
-    garment = photo.stretch(photo.garment_intensity(gray, dark), mask[rows, cols],
-                            1.0 if dark else photo.INVERTED_GAMMA)
-    return photo.full_range(photo.fit_to_canvas(garment, size))
-
-
 def lever_inputs(image: np.ndarray, size) -> tuple[dict, dict]:
     """({lever: model input}, {lever: seconds}) for one decoded photo."""
     from edge_runtime import photo
     t0 = time.perf_counter()
     bgr = photo.shrink(photo.to_bgr(image))
     mask, background = photo.garment_mask(bgr)
-    inputs = {"mask": input_from_mask(bgr, mask, background, size)}
+    inputs = {"mask": photo.masked_input(bgr, mask, background, size)}
     t1 = time.perf_counter()
-    inputs["grabcut"] = input_from_mask(bgr, grabcut_mask(bgr, mask), background, size)
+    inputs["grabcut"] = photo.masked_input(bgr, grabcut_mask(bgr, mask), background, size)
     t2 = time.perf_counter()
-    inputs["largest"] = input_from_mask(bgr, largest_blob(mask), background, size)
+    inputs["largest"] = photo.masked_input(bgr, largest_blob(mask), background, size)
     return inputs, {"mask": t1 - t0, "grabcut": t2 - t0}
 
 
