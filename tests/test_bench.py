@@ -204,22 +204,97 @@ def test_check_target_says_met_or_missed_and_by_how_much():
     met = bench.check_target("latency", 47.0, "<=", 100.0, "µs")
     assert met["met"] is True and met["margin"] == 0.53 and met["verdict"].startswith("met")
     missed = bench.check_target("latency", 150.0, "<=", 100.0, "µs")
-    assert missed["met"] is False and missed["value_over_limit"] == 1.5 and "1.5x the limit" in missed["verdict"]
+    assert missed["met"] is False and missed["value_over_limit"] == 1.5 and "1.50x the limit" in missed["verdict"]
     assert bench.check_target("speed-up", 12.0, ">=", 10.0, "x")["met"] is True
     slow = bench.check_target("speed-up", 5.0, ">=", 10.0, "x")
     assert slow["met"] is False and "50% of the target" in slow["verdict"]
     assert bench.check_target("memory", None, "<=", 150.0, "MB")["met"] is None
     with pytest.raises(ValueError):
-        bench.check_target("x", 1.0, "<", 2.0, "x")
+        bench.check_target("x", 1.0, "=", 2.0, "x")
+    # strict: "faster than" is not met by a tie
+    tie = bench.check_target("int8 faster", 1.0, ">", 1.0, "x")
+    assert tie["met"] is False and tie["verdict"].startswith("MISSED: 1.00x <= 1.00x")
+    assert bench.check_target("int8 faster", 1.2, ">", 1.0, "x")["met"] is True
+    assert bench.check_target("x", 0.99, "<", 1.0, "x")["met"] is True
+    assert bench.check_target("x", 1.0, "<", 1.0, "x")["verdict"].startswith("MISSED: 1.00x >= 1.00x")
+
+
+PEAK = {"gmacs_per_s": 400.0, "best": "conv.dynamic", "per_mode": {"int8": {"gmacs_per_s": 250.0, "layer": "conv"},
+                                                                    "dynamic": {"gmacs_per_s": 400.0, "layer": "conv"}}}
 
 
 def test_targets_use_the_one_thread_int8_figures():
-    rows = [dict(r) for r in ROWS]
-    found = {t["key"]: t for t in bench.targets(rows, bench.same_run_ratios(rows, [1]))}
+    rows = [dict(r) for r in ROWS] + [_row("dynamic", "tflite", 40.0)]
+    rows[4] = {**rows[4], "macs_per_image": 10_000_000, "invoke": {"1": {"median_us": 45.0}}}
+    found = {t["key"]: t for t in bench.targets(rows, bench.same_run_ratios(rows, [1]), PEAK)}
     assert found["int8_latency"]["value"] == 50.0 and found["int8_latency"]["met"]
     assert found["frame_latency"]["value"] == 2500.0 and found["frame_latency"]["met"] is False  # limit 2 ms
     assert found["int8_speedup"]["value"] == 20.0 and found["int8_speedup"]["met"]
     assert found["runtime_memory"]["value"] == 80.0 and found["runtime_memory"]["met"]
+    # 10 M MACs at 400 GMAC/s take 25 µs; the image took 50 µs: 2x the peak time, limit 1.5x
+    assert found["int8_vs_peak"]["value"] == 2.0 and found["int8_vs_peak"]["met"] is False
+    # dynamic (40 µs) is faster than float32 (100 µs) and than int8 (50 µs): 40 / 50
+    assert found["int8_fastest_tflite"]["value"] == 0.8 and found["int8_fastest_tflite"]["met"] is False
+    no_peak = {t["key"]: t for t in bench.targets(rows, bench.same_run_ratios(rows, [1]))}
+    assert no_peak["int8_vs_peak"]["met"] is None and no_peak["int8_vs_peak"]["verdict"] == "not measured"
+
+
+def test_int8_against_the_measured_peak():
+    rows = [dict(r) for r in ROWS]
+    rows[4] = {**rows[4], "macs_per_image": 10_000_000, "invoke": {"1": {"median_us": 45.0}}}
+    vs = bench.int8_against_peak(rows, PEAK)
+    assert vs["peak_time_us"] == 25.0 and vs["times_peak_time"] == 2.0 and vs["achieved_gmacs_per_s"] == 200.0
+    assert vs["invoke_us"] == 45.0 and vs["invoke_times_peak_time"] == 1.8
+    assert vs["full_int8_kernels_gmacs_per_s"] == 250.0 and vs["times_full_int8_kernels_peak_time"] == 1.25  # 40 µs
+    assert bench.int8_against_peak(rows, None) is None
+    assert bench.int8_against_peak(rows[:4], PEAK) is None
+
+
+def test_measured_peak_summary_and_layer_macs():
+    assert cpu_peak.layer_macs("CONV_2D", (14, 64, 64)) == 14 * 14 * 64 * 9 * 64
+    assert cpu_peak.layer_macs("FULLY_CONNECTED", (256, 1024, 512)) == 256 * 1024 * 512
+    with pytest.raises(ValueError):
+        cpu_peak.layer_macs("SOFTMAX", (1, 2, 3))
+    rows = [{"layer": "a", "mode": "int8", "gmacs_per_s": 250.0}, {"layer": "b", "mode": "int8", "gmacs_per_s": 270.0},
+            {"layer": "a", "mode": "dynamic", "gmacs_per_s": 390.0}, {"layer": "b", "mode": "dynamic", "gmacs_per_s": 350.0}]
+    peak = cpu_peak.summarize_peak(rows, threads=1)
+    assert peak["gmacs_per_s"] == 390.0 and peak["best"] == "a.dynamic" and "MEASURED" in peak["note"]
+    assert peak["per_mode"] == {"int8": {"gmacs_per_s": 270.0, "layer": "b"}, "dynamic": {"gmacs_per_s": 390.0, "layer": "a"}}
+    with pytest.raises(ValueError):
+        cpu_peak.summarize_peak([], threads=1)
+    assert cpu_peak.against_measured_peak(None, 10.0, peak) is None
+    assert cpu_peak.against_measured_peak(3_900_000, 20.0, peak)["times_peak_time"] == 2.0  # 10 µs at the peak
+    every = {(name, mode) for name, _, _ in cpu_peak.PEAK_LAYERS for mode in cpu_peak.PEAK_MODES}
+    assert len({cpu_peak.peak_model_file(n, m) for n, m in every}) == len(every)  # one cache file each
+
+
+def test_where_the_time_goes_section():
+    int8_rows = [{"index": 0, "op": "CONV_2D", "shape": "c", "us": 30.0, "share": 0.6, "macs": 1, "gmacs_per_s": 240.0},
+                 {"index": 1, "op": "QUANTIZE", "shape": "q", "us": 1.0, "share": 0.02, "macs": 0, "gmacs_per_s": None}]
+    results = {"rows": [_row("int8", "tflite", 50.0, frame_1t=1000.0)], "machine": {},
+               "measured_peak": {**PEAK, "layers": [{}] * 12},
+               "int8_vs_peak": {"times_peak_time": 2.0, "macs": 10_000_000, "peak_time_us": 25.0, "peak_gmacs_per_s": 400.0,
+                                "latency_us": 50.0, "invoke_us": 45.0, "invoke_times_peak_time": 1.8,
+                                "achieved_gmacs_per_s": 200.0},
+               "op_profile": {"int8": {"invoke_us": 50.0, "ops": int8_rows},
+                              "dynamic": {"invoke_us": 40.0, "ops": [{**int8_rows[0], "us": 22.0}]}},
+               "frame_profile": {"decode": 400.0, "resize": 100.0}}
+    text = "\n".join(bench.where_the_time_goes(results))
+    assert "**400 GMAC/s**" in text and "full-int8 kernels' plateau 250" in text
+    assert "int8 = **2.00x the measured-peak time**" in text
+    assert "| CONV_2D | c | 30.0 | 60% | 240 | 22.0 |" in text and "| QUANTIZE | q | 1.0 | 2% | - | - |" in text
+    assert "| decode | 400 µs | 40% |" in text
+    bare = "\n".join(bench.where_the_time_goes({"rows": [], "measured_peak": None, "measured_peak_error": "no TF",
+                                                 "frame_profile_error": "not measured (x)"}))
+    assert "not measured (no TF)" in bare and "not measured (x)" in bare
+
+
+def test_frame_steps_from_the_frame_helper_when_present():
+    steps, why = bench.frame_steps((28, 28))
+    if steps is None:  # helper "frame"'s tools/frame_profile.py is not there (yet)
+        assert "tools.frame_profile" in why
+    else:
+        assert why is None and steps and all(isinstance(v, float) and v > 0 for v in steps.values())
 
 
 def test_compare_runs_directions():
@@ -335,8 +410,18 @@ def test_bench_smoke_then_previous_run_and_recomputed_accuracy(tiny_run, tiny_mo
         if r["kind"] == "tflite":
             assert r["memory"]["tensorflow_imported"] is False and r["hash_matches_metadata"]
     assert first["ratios"]["int8_speedup_vs_fastest_keras_1t"] > 0
-    assert {t["key"] for t in first["targets"]} == {"int8_latency", "frame_latency", "int8_speedup", "runtime_memory"}
+    assert {t["key"] for t in first["targets"]} == {"int8_latency", "frame_latency", "int8_speedup", "runtime_memory",
+                                                    "int8_vs_peak", "int8_fastest_tflite"}
     assert all(t["value"] is not None and t["met"] in (True, False) for t in first["targets"])
+    peak = first["measured_peak"]
+    assert peak["gmacs_per_s"] > 0 and len(peak["layers"]) == len(cpu_peak.PEAK_LAYERS) * len(cpu_peak.PEAK_MODES)
+    assert first["int8_vs_peak"]["times_peak_time"] > 0
+    assert set(first["op_profile"]) == {"int8", "dynamic", "float32"}
+    for p in first["op_profile"].values():
+        assert sum(r["macs"] for r in p["ops"]) == p["macs"] == first["rows"][-1]["macs_per_image"]
+    profile_file = json.loads((out / "op_profile.json").read_text())
+    assert [p["variant"] for p in profile_file["profiles"]] == ["int8", "dynamic", "float32"]
+    assert "## Where the time goes" in (out / "results.md").read_text()
     assert first["machine"]["cpu"] and first["machine"]["interpreter"]["version"]
     md = (out / "results.md").read_text()
     assert "## Targets" in md and "TFLite int8" in md and "--quick run" in md
@@ -354,7 +439,8 @@ def test_bench_smoke_then_previous_run_and_recomputed_accuracy(tiny_run, tiny_mo
             row["flatbuffer_sha256"] = "0" * 64
     report_file.write_text(json.dumps(changed))
     assert bench.main(["--run_dir", str(tiny_run), "--models_dir", str(tampered), "--out_dir", str(out), "--quick",
-                       "--keras_ways", "none", "--threads", "1", "--variants", "float32,dynamic,int8"]) == 0
+                       "--keras_ways", "none", "--threads", "1", "--variants", "float32,dynamic,int8",
+                       "--no_peak", "--no_op_profile"]) == 0
     second = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in second["rows"]}
     assert set(rows) == {"float32", "dynamic", "int8"}
@@ -372,3 +458,5 @@ def test_bench_smoke_then_previous_run_and_recomputed_accuracy(tiny_run, tiny_mo
     assert "Change since the previous run" in (out / "results.md").read_text()
     targets = {t["key"]: t for t in second["targets"]}
     assert targets["int8_speedup"]["met"] is None  # no Keras rows this time: not measured, not failed
+    assert targets["int8_vs_peak"]["met"] is None and second.get("measured_peak") is None  # --no_peak
+    assert not second.get("op_profile")

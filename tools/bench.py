@@ -11,6 +11,11 @@ Columns: file size, parameters, MACs per image, top-1 on the full test set,
 single-image latency (median, p95, p99) per thread count, batch throughput,
 end-to-end latency of a 640x480 BGR camera frame (photo preprocessing,
 inference, top-k), and the peak memory of a process running the runtime.
+Then where the time goes: this core's int8 peak measured through the same
+interpreter (`tools/cpu_peak.py`), the per-operator profile of the int8,
+dynamic and float32 models (`tools/op_profile.py`, also written to
+benchmarks/op_profile.{json,md}), and the camera frame's preprocessing
+steps (`tools/frame_profile.py`, when present).
 
 Where the figures come from:
 - TFLite timings run in this process, which never imports TensorFlow;
@@ -47,7 +52,7 @@ from edge_runtime.deployed import VARIANTS, model_filename
 from edge_runtime.errors import EdgeError, ModelError, UsageError
 from edge_runtime.metadata import sha256
 
-from . import cpu_peak
+from . import cpu_peak, op_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = "fashion-edge-bench/1"
@@ -65,7 +70,14 @@ TARGETS = (
     ("frame_latency", "camera frame end to end (640x480 BGR -> top-k), int8, 1 thread (median)", "<=", 2000.0, "µs"),
     ("int8_speedup", "int8 runtime vs fastest Keras call, per image, 1 thread", ">=", 10.0, "x"),
     ("runtime_memory", "peak memory of the runtime process (int8)", "<=", 150.0, "MB"),
+    ("int8_vs_peak", "int8 single image, 1 thread, vs the time its MACs take at the measured int8 peak",
+     "<=", 1.5, "x"),
+    ("int8_fastest_tflite", "int8 faster than dynamic and float32, 1 thread (the faster one's median / int8's)",
+     ">", 1.0, "x"),
 )
+PROFILED_VARIANTS = ("int8", "dynamic", "float32")  # per-operator profiles, int8 against the other two
+PEAK_MODE_NAMES = {"int8": "full-int8", "dynamic": "dynamic-range"}
+TOP_OPS = 5  # operators shown in results.md (all of them are in op_profile.md)
 SAME_WITHIN = 0.05  # changes vs the previous run smaller than this fraction are "same"
 
 
@@ -133,6 +145,12 @@ def same_run_ratios(rows: list[dict], threads: list[int]) -> dict:
                 out[f"int8_speedup_vs_float32_{t}t"] = ratio(median_at(f32, t), median_at(int8, t), 2)
             pre = (int8.get("preprocess") or {}).get("median_us")
             out[f"frame_preprocessing_share_int8_{t}t"] = ratio(pre, median_at(int8, t, "frame"), 3)
+    if int8 and 1 in threads:
+        others = [median_at(by[n], 1) for n in ("dynamic", "float32") if n in by and median_at(by[n], 1)]
+        if others:
+            out["int8_speedup_vs_faster_of_dynamic_float32_1t"] = ratio(min(others), median_at(int8, 1), 3)
+        if "dynamic" in by:
+            out["int8_speedup_vs_dynamic_1t"] = ratio(median_at(by["dynamic"], 1), median_at(int8, 1), 3)
     if int8 and len(threads) > 1:
         out[f"int8_speedup_{threads[1]}t_vs_{threads[0]}t"] = ratio(median_at(int8, threads[0]), median_at(int8, threads[1]), 2)
     if int8 and f32:
@@ -150,22 +168,24 @@ def check_target(what: str, value: float | None, op: str, limit: float, unit: st
     out = {"what": what, "op": op, "limit": limit, "unit": unit, "value": value}
     if value is None:
         return {**out, "met": None, "verdict": "not measured"}
-    if op == "<=":
-        met = value <= limit
+    if op in ("<=", "<"):
+        met = value <= limit if op == "<=" else value < limit
         margin = (limit - value) / limit  # > 0: headroom
-    elif op == ">=":
-        met = value >= limit
+    elif op in (">=", ">"):
+        met = value >= limit if op == ">=" else value > limit
         margin = (value - limit) / limit
     else:
         raise ValueError(f"unknown comparison {op!r}")
     fv = _fmt_value(value, unit)
     fl = _fmt_value(limit, unit)
+    below = op.startswith("<")
     if met:
-        verdict = (f"met: {fv} {op} {fl}, {margin:.0%} headroom" if op == "<="
-                   else f"met: {fv} {op} {fl}, {value / limit:.1f}x the target")
+        verdict = (f"met: {fv} {op} {fl}, {margin:.0%} headroom" if below
+                   else f"met: {fv} {op} {fl}, {value / limit:.2f}x the target")
     else:
-        verdict = (f"MISSED: {fv} > {fl}, {value / limit:.1f}x the limit" if op == "<="
-                   else f"MISSED: {fv} < {fl}, {value / limit:.0%} of the target")
+        worse = {"<=": ">", "<": ">=", ">=": "<", ">": "<="}[op]
+        verdict = (f"MISSED: {fv} {worse} {fl}, {value / limit:.2f}x the limit" if below
+                   else f"MISSED: {fv} {worse} {fl}, {value / limit:.0%} of the target")
     return {**out, "met": met, "margin": round(margin, 4), "value_over_limit": round(value / limit, 4),
             "verdict": verdict}
 
@@ -174,18 +194,41 @@ def _fmt_value(value: float, unit: str) -> str:
     if unit == "µs":
         return rt.fmt_us(value)
     if unit == "x":
-        return f"{value:.1f}x"
+        return f"{value:.2f}x" if abs(value) < 10 else f"{value:.1f}x"
     return f"{value:.1f} {unit}"
 
 
-def targets(rows: list[dict], ratios: dict) -> list[dict]:
+def int8_against_peak(rows: list[dict], peak: dict | None) -> dict | None:
+    """The 1-thread int8 latency (`Classifier.predict`, and `invoke()` alone) against the time its
+    MACs take at the measured peak. Pure."""
+    int8 = next((r for r in rows if r["name"] == "int8"), None)
+    if not int8 or not peak or median_at(int8, 1) is None:
+        return None
+    out = cpu_peak.against_measured_peak(int8.get("macs_per_image"), median_at(int8, 1), peak)
+    if out:
+        invoke = median_at(int8, 1, "invoke")
+        inv = cpu_peak.against_measured_peak(int8.get("macs_per_image"), invoke, peak) if invoke else None
+        out["invoke_us"] = invoke
+        out["invoke_times_peak_time"] = inv and inv["times_peak_time"]
+        full_int8 = (peak.get("per_mode") or {}).get("int8")
+        if full_int8:
+            own = cpu_peak.against_measured_peak(int8.get("macs_per_image"), median_at(int8, 1), full_int8)
+            out["full_int8_kernels_gmacs_per_s"] = full_int8["gmacs_per_s"]
+            out["times_full_int8_kernels_peak_time"] = own and own["times_peak_time"]
+    return out
+
+
+def targets(rows: list[dict], ratios: dict, peak: dict | None = None) -> list[dict]:
     """Each target of the issue against this run (1 thread). Pure."""
     int8 = next((r for r in rows if r["name"] == "int8"), None) or {}
+    vs_peak = int8_against_peak(rows, peak)
     values = {
         "int8_latency": median_at(int8, 1) if int8 else None,
         "frame_latency": median_at(int8, 1, "frame") if int8 else None,
         "int8_speedup": ratios.get("int8_speedup_vs_fastest_keras_1t"),
         "runtime_memory": (int8.get("memory") or {}).get("peak_rss_mb"),
+        "int8_vs_peak": vs_peak and vs_peak["times_peak_time"],
+        "int8_fastest_tflite": ratios.get("int8_speedup_vs_faster_of_dynamic_float32_1t"),
     }
     return [{"key": key, **check_target(what, values[key], op, limit, unit)}
             for key, what, op, limit, unit in TARGETS]
@@ -213,11 +256,18 @@ def key_figures(results: dict) -> dict:
     for k, v in (results.get("ratios") or {}).items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             figs[f"ratios.{k}"] = v
+    peak = results.get("measured_peak") or {}
+    if peak.get("gmacs_per_s"):
+        figs["measured_peak.gmacs_per_s"] = peak["gmacs_per_s"]
+    for variant, p in (results.get("op_profile") or {}).items():
+        figs[f"op_profile.{variant}.invoke_us"] = p["invoke_us"]
     return figs
 
 
 def better_when(key: str) -> str | None:
     """'lower', 'higher' or None (no direction) for a key figure. Pure."""
+    if key.startswith("measured_peak."):
+        return None  # a property of the machine, not of the model
     if key.endswith(("_us", "_mb", "size_bytes")) or "_size_vs_" in key or "preprocessing_share" in key:
         return "lower"
     if key.endswith(("images_per_s", "accuracy")) or "_speedup" in key:
@@ -385,20 +435,7 @@ def markdown(results: dict) -> str:
     lines += ["", "## Ratios measured in this run (the figures to quote)", ""]
     for k, v in results["ratios"].items():
         lines.append(f"- `{k}`: {'-' if v is None else v}")
-    eff = results.get("int8_efficiency")
-    if eff:
-        peak = m.get("int8_peak") or {}
-        lines += ["", "## int8 against this CPU's limit (an estimate)", ""]
-        lines.append(f"{eff['macs_per_image']:,} MACs per image in {rt.fmt_us(eff['latency_us'])} (one thread, "
-                     f"`Classifier.predict`) is **{eff['achieved_gmacs_per_s']:.1f} GMAC/s**"
-                     + (f"; interpreter `invoke()` alone: {eff['invoke_gmacs_per_s']:.1f} GMAC/s" if eff.get("invoke_gmacs_per_s") else "")
-                     + ".")
-        if eff.get("fraction_of_peak") is not None:
-            lines.append(f"Estimated int8 peak of one core: {peak['gmacs_per_s_per_core']:.0f} GMAC/s "
-                         f"({peak['isa']}: {peak['assumption']}, at {peak['clock_ghz']} GHz from {m.get('clock_source')}), "
-                         f"so **{cpu_peak.peak_verdict(eff['fraction_of_peak'])}** (estimate, not a measurement).")
-        else:
-            lines.append("No int8 peak could be estimated for this CPU (unknown ISA or clock).")
+    lines += where_the_time_goes(results)
     prev = results.get("previous")
     lines += ["", "## Change since the previous run", ""]
     if not prev:
@@ -422,6 +459,76 @@ def markdown(results: dict) -> str:
               "- Accuracy sources: " + "; ".join(f"{r['name']}: {r.get('accuracy_source') or '-'}" for r in rows) + ".",
               "", "![latency](latency.png)", ""]
     return "\n".join(lines)
+
+
+def where_the_time_goes(results: dict) -> list[str]:
+    """results.md's section on the measured peak, the int8 operators and the camera frame's steps. Pure."""
+    lines = ["", "## Where the time goes (1 thread)", ""]
+    peak, vs = results.get("measured_peak"), results.get("int8_vs_peak")
+    if peak:
+        modes = peak.get("per_mode") or {}
+        lines.append(f"Measured int8 peak of one core through the same interpreter: **{peak['gmacs_per_s']:.0f} GMAC/s** "
+                     f"(`{peak['best']}`, the fastest of {len(peak['layers'])} single-layer models; "
+                     + ", ".join(f"{PEAK_MODE_NAMES.get(mode, mode)} kernels' plateau {m['gmacs_per_s']:.0f}"
+                                 for mode, m in modes.items())
+                     + "; `python -m tools.cpu_peak`).  ")
+    elif results.get("measured_peak_error"):
+        lines.append(f"Measured int8 peak: not measured ({results['measured_peak_error']}).  ")
+    if vs:
+        lines.append(f"int8 = **{vs['times_peak_time']:.2f}x the measured-peak time**: {vs['macs']:,} MACs take "
+                     f"{rt.fmt_us(vs['peak_time_us'])} at {vs['peak_gmacs_per_s']:.0f} GMAC/s, one image takes "
+                     f"{rt.fmt_us(vs['latency_us'])} (`Classifier.predict`; `invoke()` alone {rt.fmt_us(vs['invoke_us'])}, "
+                     f"{vs['invoke_times_peak_time']:.2f}x), {vs['achieved_gmacs_per_s']:.0f} GMAC/s"
+                     + (f"; against the full-int8 kernels' own plateau ({vs['full_int8_kernels_gmacs_per_s']:.0f} GMAC/s) "
+                        f"{vs['times_full_int8_kernels_peak_time']:.2f}x" if vs.get("times_full_int8_kernels_peak_time") else "")
+                     + ".  ")
+    eff, est = results.get("int8_efficiency"), (results.get("machine") or {}).get("int8_peak")
+    if est and est.get("gmacs_per_s_per_core"):
+        lines.append(f"Side note, the ISA estimate it replaces: {est['gmacs_per_s_per_core']:.0f} GMAC/s ({est['isa']}: "
+                     f"{est['assumption']}, at {est['clock_ghz']} GHz from /proc/cpuinfo)"
+                     + (f", which this run's {eff['achieved_gmacs_per_s']:.0f} GMAC/s would put at "
+                        f"{cpu_peak.peak_verdict(eff['fraction_of_peak'])}" if eff and eff.get("fraction_of_peak") else "")
+                     + ".")
+    profiles = results.get("op_profile") or {}
+    int8 = profiles.get("int8")
+    if int8:
+        others = [v for v in PROFILED_VARIANTS if v != "int8" and v in profiles]
+        matched = {v: {(r["op"], r["shape"]): r["us"] for r in profiles[v]["ops"]} for v in others}
+        lines += ["", f"int8 operators by time (prefix models, `invoke()` medians: whole graph "
+                      f"{rt.fmt_us(int8['invoke_us'])}; every operator of every variant: op_profile.md):", "",
+                  "| int8 operator | shape | µs | share | GMAC/s | " + " | ".join(f"{v} µs" for v in others) + " |",
+                  "|---|---|---:|---:|---:|" + "---:|" * len(others)]
+        for r in op_profile.top_ops(int8, TOP_OPS):
+            same = [matched[v].get((r["op"], r["shape"])) for v in others]
+            lines.append(f"| {r['op']} | {r['shape']} | {r['us']:.1f} | "
+                         + ("-" if r["share"] is None else f"{r['share']:.0%}") + " | "
+                         + ("-" if r["gmacs_per_s"] is None else f"{r['gmacs_per_s']:.0f}") + " | "
+                         + " | ".join("-" if u is None else f"{u:.1f}" for u in same) + " |")
+    frame = results.get("frame_profile")
+    if frame:
+        int8_row = next((r for r in results["rows"] if r["name"] == "int8"), None) or {}
+        total = median_at(int8_row, 1, "frame")
+        lines += ["", "Camera frame (640x480 BGR), preprocessing steps (`tools/frame_profile.py`, medians)"
+                  + (f", against the int8 frame's {rt.fmt_us(total)} end to end:" if total else ":"), "",
+                  "| step | median | share of the frame |", "|---|---:|---:|"]
+        for step, us in frame.items():
+            share = f"{us / total:.0%}" if total else "-"
+            lines.append(f"| {step} | {rt.fmt_us(us)} | {share} |")
+    elif results.get("frame_profile_error"):
+        lines += ["", f"Camera frame steps: {results['frame_profile_error']}."]
+    return lines
+
+
+def frame_steps(size: tuple[int, int]) -> tuple[dict | None, str | None]:
+    """The camera frame's preprocessing steps, {step: median µs}, from helper `tools.frame_profile`
+    when it exists; else (None, why)."""
+    try:
+        from .frame_profile import frame_profile
+    except ImportError as e:
+        return None, f"not measured (tools.frame_profile: {e})"
+    from edge_runtime.synthetic import synthetic_frame
+    steps = frame_profile(synthetic_frame(), size)
+    return {k: float(v["median_us"] if isinstance(v, dict) else v) for k, v in steps.items()}, None
 
 
 def plot(results: dict, path: Path) -> None:
@@ -480,6 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keras_frame_runs", type=count(1), default=argparse.SUPPRESS,
                    help=f"timed Keras camera frames per way (default: {KERAS_ITERATIONS['keras_frame_runs'][0]}; "
                         f"{KERAS_ITERATIONS['keras_frame_runs'][1]} with --quick)")
+    p.add_argument("--no_peak", action="store_true", help="skip measuring the int8 peak (tools.cpu_peak)")
+    p.add_argument("--no_op_profile", action="store_true",
+                   help="skip the per-operator profiles (tools.op_profile) and benchmarks/op_profile.*")
     p.add_argument("--data_dir", default=None, help="Fashion-MNIST directory (default: $FASHION_MNIST_DIR, /usr/share/datasets/fashion-mnist, ~/.keras/datasets/fashion-mnist)")
     return p
 
@@ -506,6 +616,45 @@ def _load_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def measure_where_time_goes(args, paths: dict, rows: list[dict]) -> dict:
+    """The measured peak, the per-operator profiles and the camera frame's steps (1 thread)."""
+    out: dict = {}
+    if not args.no_peak:
+        print("int8 peak: single-layer models through the interpreter, 1 thread", flush=True)
+        try:
+            out["measured_peak"] = cpu_peak.measured_peak(threads=1, quick=args.quick)
+        except EdgeError as e:  # no TensorFlow to build the models with, or the build failed
+            out["measured_peak"], out["measured_peak_error"] = None, str(e)
+            print(f"warning: {e}", flush=True)
+        out["int8_vs_peak"] = int8_against_peak(rows, out["measured_peak"])
+    if not args.no_op_profile:
+        it = {name: counts[1 if args.quick else 0] for name, counts in op_profile.ITERATIONS.items()}
+        out["op_profile_iterations"] = it
+        out["op_profile"] = {}
+        for v in PROFILED_VARIANTS:
+            if v in paths:
+                print(f"per-operator profile: {v} (every prefix of the graph, 1 thread)", flush=True)
+                out["op_profile"][v] = op_profile.profile_model(paths[v], threads=1, **it)
+    int8 = next((r for r in rows if r["name"] == "int8"), None)
+    if int8:
+        print("camera frame: preprocessing steps", flush=True)
+        from edge_runtime.classifier import Classifier
+        out["frame_profile"], error = frame_steps(Classifier(paths["int8"], num_threads=1).input_size)
+        if error:
+            out["frame_profile_error"] = error
+    return out
+
+
+def write_op_profile(results: dict, out_dir: Path) -> None:
+    """benchmarks/op_profile.{json,md} from this run's profiles, in tools.op_profile's format."""
+    profile = {"schema": op_profile.SCHEMA, "created": results["created"], "command": results["command"],
+               "quick": results["quick"], "machine": results["machine"],
+               "iterations": results.get("op_profile_iterations"),
+               "profiles": list(results["op_profile"].values()), "measured_peak": results.get("measured_peak")}
+    atomic.write_text(out_dir / "op_profile.json", json.dumps(profile, indent=2, ensure_ascii=False) + "\n")
+    atomic.write_text(out_dir / "op_profile.md", op_profile.markdown(profile))
 
 
 def run(args, argv: list[str]) -> dict:
@@ -572,11 +721,16 @@ def run(args, argv: list[str]) -> dict:
         "model_name": next((r.get("model") for r in rows if r.get("model")), None),
         "rows": rows, "ratios": ratios, "int8_efficiency": estimate,
     }
-    results["targets"] = targets(rows, ratios)
+    results.update(measure_where_time_goes(args, paths, rows))
+    if results.get("int8_vs_peak"):
+        ratios["int8_times_measured_peak_time_1t"] = results["int8_vs_peak"]["times_peak_time"]
+    results["targets"] = targets(rows, ratios, results.get("measured_peak"))
     results["previous"] = previous_block(_load_json(out_dir / "results.json"))
     results["change_vs_previous"] = (compare_runs(key_figures(results), results["previous"]["figures"])
                                      if results["previous"] else {})
     out_dir.mkdir(parents=True, exist_ok=True)
+    if results.get("op_profile"):
+        write_op_profile(results, out_dir)
     plot(results, out_dir / "latency.png")
     atomic.write_text(out_dir / "results.md", markdown(results))
     atomic.write_text(out_dir / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
