@@ -14,6 +14,13 @@ pixels (the model's Rescaling layer makes the calibrated input range
 0..255, i.e. scale 1 and zero point 0) and its uint8 output holds the
 softmax probabilities in steps of 1/256.
 
+Every variant has two outputs: output 0 the class probabilities, output 1
+the embedding, the features the last layer reads (convert/graph.py
+`with_embedding`), which on-device imprinting (edge_runtime/imprint.py)
+compares. In int8 both are uint8. The converter lists a multi-output model's
+outputs in an order of its own; `convert` puts them back in the Keras order
+and checks their shapes.
+
 Before int8 conversion every BatchNorm that follows a ReLU is folded into
 the layer before it (convert/fold.py: MiniVGGNet's order, which int8 can't
 represent otherwise). `float_layers` keeps named layers in float inside the
@@ -36,7 +43,7 @@ from edge_runtime import native_stderr
 from edge_runtime.deployed import VARIANTS
 from .errors import ConversionError
 from .fold import fold_relu_batchnorm
-from .graph import static_flatten
+from .graph import reorder_outputs, static_flatten, with_embedding
 
 QUANTIZER_SETTINGS = "fully_quantize: "  # what the int8 quantizer prints on every conversion
 
@@ -73,10 +80,14 @@ def int8_converter(model, calibration: np.ndarray):
 def convert(model, variant: str, calibration: np.ndarray | None = None, float_layers: tuple[str, ...] = ()) -> bytes:
     """One TFLite FlatBuffer for `variant`. `calibration` (uint8 (N, 28, 28)) is needed for int8;
     `float_layers` (int8 only) are Keras layer names or TFLite op types (MUL) kept in float."""
-    import tensorflow as tf
     if variant == "int8":
         model = fold_relu_batchnorm(model)
-    model = static_flatten(model)  # one XNNPACK partition (convert/graph.py)
+    model = with_embedding(static_flatten(model))  # one XNNPACK partition, two outputs (convert/graph.py)
+    return outputs_in_keras_order(_convert(model, variant, calibration, float_layers), model)
+
+
+def _convert(model, variant: str, calibration: np.ndarray | None, float_layers: tuple[str, ...]) -> bytes:
+    import tensorflow as tf
     if variant == "int8":
         converter = int8_converter(model, calibration)
         if float_layers:
@@ -94,6 +105,28 @@ def convert(model, variant: str, calibration: np.ndarray | None = None, float_la
     if float_layers:
         raise ValueError("float_layers applies to the int8 variant only")
     return run_converter(variant, converter.convert)
+
+
+def outputs_in_keras_order(flatbuffer: bytes, model) -> bytes:
+    """The FlatBuffer with its outputs in the Keras model's order, checked by shape.
+
+    The converter names output k of the Keras model `<function>:k` but may list
+    it anywhere; the name says where it belongs.
+    """
+    from edge_runtime.interpreter import find_interpreter
+    details = find_interpreter().factory(model_content=flatbuffer).get_output_details()
+    if len(details) > 1:
+        keras_index = [int(d["name"].rsplit(":", 1)[-1]) if re.fullmatch(r".*:\d+", d["name"]) else -1
+                       for d in details]
+        if sorted(keras_index) != list(range(len(details))):
+            raise ConversionError(f"can't tell the converted outputs apart: {[d['name'] for d in details]}")
+        flatbuffer = reorder_outputs(flatbuffer, [keras_index.index(k) for k in range(len(details))])
+        details = find_interpreter().factory(model_content=flatbuffer).get_output_details()
+    for k, (d, keras_output) in enumerate(zip(details, model.outputs)):
+        if int(d["shape"][-1]) != int(keras_output.shape[-1]):
+            raise ConversionError(f"converted output {k} has {int(d['shape'][-1])} values, Keras output {k} "
+                                  f"has {int(keras_output.shape[-1])}")
+    return flatbuffer
 
 
 def run_converter(variant: str, run) -> bytes:
@@ -188,8 +221,9 @@ def tensor_types(model_bytes: bytes) -> dict:
     return counts
 
 
-def io_spec(model_bytes: bytes) -> tuple[dict, dict]:
-    """The input and output tensors as metadata records (shape, dtype, quantization)."""
+def io_spec(model_bytes: bytes) -> tuple[dict, list[dict]]:
+    """The input tensor and every output tensor, in order, as metadata records (shape, dtype,
+    quantization)."""
     from edge_runtime.interpreter import find_interpreter
     interpreter = find_interpreter().factory(model_content=model_bytes)
 
@@ -200,4 +234,4 @@ def io_spec(model_bytes: bytes) -> tuple[dict, dict]:
             rec["quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
         return rec
 
-    return record(interpreter.get_input_details()[0]), record(interpreter.get_output_details()[0])
+    return record(interpreter.get_input_details()[0]), [record(d) for d in interpreter.get_output_details()]

@@ -83,3 +83,40 @@ def partitions(ops: list[str], delegated=XNNPACK_OPS) -> list[list[str]]:
     if current:
         runs.append(current)
     return runs
+
+
+# -- outputs: class scores first, then the embedding ---------------------------------
+
+EMBEDDING_LAYER_INPUT = "logits"  # the embedding is what this layer reads (train/models.py `_head`)
+
+
+def with_embedding(model):
+    """The Keras model with a second output: the features its `logits` layer reads, i.e. the
+    penultimate layer after dropout (the identity at inference). Same weights, same first output.
+    A model without a `logits` layer is returned unchanged (one output)."""
+    import keras
+    try:
+        features = model.get_layer(EMBEDDING_LAYER_INPUT).input
+    except ValueError:
+        return model
+    return keras.Model(model.inputs, [model.outputs[0], features], name=model.name)
+
+
+def reorder_outputs(flatbuffer: bytes, order: list[int]) -> bytes:
+    """The FlatBuffer with its main subgraph's outputs listed in `order` (positions into the
+    current list). Only the output list changes: the same int32 tensor indices, permuted in
+    place, so no offset moves. The converter lists a multi-output Keras model's outputs in an
+    order of its own; readers that take output 0 must get the class scores."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(flatbuffer, 0)
+    subgraph = model.Subgraphs(0)
+    current = [int(subgraph.Outputs(i)) for i in range(subgraph.OutputsLength())]
+    if sorted(order) != list(range(len(current))):
+        raise ValueError(f"{order} is not a permutation of {len(current)} outputs")
+    # The vector's first element sits at Vector(offset of field `outputs`), as Outputs(j) reads it.
+    start = subgraph._tab.Vector(subgraph._tab.Offset(8))
+    patched = bytearray(flatbuffer)
+    for j, i in enumerate(order):
+        patched[start + 4 * j:start + 4 * j + 4] = current[i].to_bytes(4, "little", signed=True)
+    return bytes(patched)

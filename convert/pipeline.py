@@ -66,7 +66,7 @@ def _versions() -> dict:
 
 
 def build_metadata(variant: str, flatbuffer: bytes, run_dir: Path, class_names: list[str]) -> dict:
-    model_in, model_out = export.io_spec(flatbuffer)
+    model_in, model_outs = export.io_spec(flatbuffer)
     run = RunDir(run_dir)
     training = {"run": run.name}
     if run.config.exists():
@@ -83,7 +83,9 @@ def build_metadata(variant: str, flatbuffer: bytes, run_dir: Path, class_names: 
         "variant": variant,
         "labels": list(class_names),
         "input": {**model_in, "pixels": "0..255, garment bright on black"},
-        "output": {**model_out, "kind": "probabilities"},
+        "output": {**model_outs[0], "kind": "probabilities"},
+        **({"embedding": {**model_outs[1], "output": 1, "kind": "embedding",
+                          "layer": f"the input of `{graph.EMBEDDING_LAYER_INPUT}`"}} if len(model_outs) > 1 else {}),
         "preprocessing": {"contract": CONTRACT, "photo": "edge_runtime.photo.photo_to_input"},
         "flatbuffer_sha256": sha256(flatbuffer),
         "training": training,

@@ -4,10 +4,17 @@
     result = clf.classify(bgr_photo)        # photo -> 28x28 -> model -> top-k
     result = clf.classify_input(image_28)   # an image already in the model's format
     probs = clf.predict(images_n_28_28)     # (N, C) float32, the evaluation path
+    probs, feats = clf.predict_with_embedding(images)  # and (N, E) float32 embeddings
 
 `predict` is the single path from uint8 model inputs to probabilities; the
 converter's accuracy check, the benchmarks and the CLI all go through it.
 Quantization comes from the model's own tensors, never assumed.
+
+A model converted by this project has a second output, the embedding (the
+features its last layer reads; metadata `embedding`). With `own` set (an
+`imprint.Imprint` of the user's own photos), `classify` mixes the model's
+probabilities with how close the embedding is to each class's own photos;
+without it, `classify` is the model alone.
 
 A top score below `Classifier.threshold` is reported as `unknown`. It defaults
 to the threshold calibrated into the model's metadata (`unknown_threshold`),
@@ -138,9 +145,10 @@ def require_model_file(path: str | Path) -> Path:
 
 class Classifier:
     def __init__(self, model_path: str | Path, num_threads: int = 1, metadata: dict | None = None,
-                 threshold: float | None = None, batch_size: int = 64):
+                 threshold: float | None = None, batch_size: int = 64, own=None):
         """threshold: a top score below it is `unknown`; None (the default) means the model's
-        calibrated `unknown_threshold` from its metadata, else DEFAULT_THRESHOLD."""
+        calibrated `unknown_threshold` from its metadata, else DEFAULT_THRESHOLD.
+        own: an imprint.Imprint of the user's own photos for this model, or None."""
         self.model_path = require_model_file(model_path)
         self.metadata = metadata if metadata is not None else read_metadata(self.model_path)
         self.labels = list(self.metadata["labels"])
@@ -152,13 +160,17 @@ class Classifier:
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{self.model_path}: not a loadable TFLite model ({str(e).splitlines()[0]})") from e
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelError(f"{self.model_path}: expected one input and one output tensor, "
+        if len(inputs) != 1 or len(outputs) not in (1, 2):
+            raise ModelError(f"{self.model_path}: expected one input and one or two output tensors, "
                              f"found {len(inputs)} and {len(outputs)}")
         self.input = TensorSpec.from_details(inputs[0])
-        self.output = TensorSpec.from_details(outputs[0])
+        self.output = TensorSpec.from_details(outputs[0])  # the class probabilities
+        # The embedding, when the model has one and its metadata says so (output 1).
+        has_embedding = len(outputs) == 2 and self.metadata.get("embedding", {}).get("output") == 1
+        self.embedding = TensorSpec.from_details(outputs[1]) if has_embedding else None
         self._batch = self.input.shape[0]
         self._check_against_metadata()
+        self.own = own
 
     # -- what the model expects ------------------------------------------------
     @property
@@ -181,6 +193,9 @@ class Classifier:
         n_out = self.output.shape[-1]
         if len(self.labels) != n_out:
             raise ModelError(f"{where}: model has {n_out} outputs but its metadata lists {len(self.labels)} labels")
+        if self.embedding is not None and list(self.embedding.shape[1:]) != list(self.metadata["embedding"].get("shape", [])[1:]):
+            raise ModelError(f"{where}: embedding output is {list(self.embedding.shape)} but its metadata says "
+                             f"{self.metadata['embedding'].get('shape')}; the metadata belongs to another model")
         contract = self.metadata.get("preprocessing", {}).get("contract")
         if contract != CONTRACT:
             raise ModelError(f"{where}: model expects preprocessing {contract!r}, this runtime provides "
@@ -196,10 +211,11 @@ class Classifier:
             return quantize(x, self.input.scale, self.input.zero_point, self.input.dtype)
         return x.astype(self.input.dtype)
 
-    def _postprocess(self, raw: np.ndarray) -> np.ndarray:
-        """Output tensor -> float32 probabilities (N, C)."""
-        if self.output.quantized:
-            return dequantize(raw, self.output.scale, self.output.zero_point)
+    @staticmethod
+    def _postprocess(raw: np.ndarray, spec: TensorSpec) -> np.ndarray:
+        """Output tensor -> float32 values (N, C) probabilities or (N, E) embeddings."""
+        if spec.quantized:
+            return dequantize(raw, spec.scale, spec.zero_point)
         return raw.astype(np.float32)
 
     def _resize_batch(self, n: int) -> None:
@@ -210,6 +226,16 @@ class Classifier:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities (N, C) float32 for uint8 model inputs (N, H, W) or one (H, W)."""
+        return self._run(images, embedding=False)[0]
+
+    def predict_with_embedding(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (N, C) and embeddings (N, E), float32, from the same invocations."""
+        if self.embedding is None:
+            raise ModelError(f"{self.model_path}: this model has no embedding output; "
+                             "reconvert it with this project's converter (make convert)")
+        return self._run(images, embedding=True)
+
+    def _run(self, images: np.ndarray, embedding: bool) -> tuple[np.ndarray, np.ndarray | None]:
         images = np.asarray(images)
         if images.ndim == 2:
             images = images[None]
@@ -224,6 +250,7 @@ class Classifier:
         chunk = min(chunk, len(images)) or 1
         self._resize_batch(chunk)
         out = np.empty((len(images), self.output.shape[-1]), np.float32)
+        features = np.empty((len(images), self.embedding.shape[-1]), np.float32) if embedding else None
         for start in range(0, len(images), chunk):
             part = images[start:start + chunk]
             n = len(part)
@@ -231,13 +258,20 @@ class Classifier:
                 part = np.concatenate([part, np.zeros((chunk - n, *part.shape[1:]), np.uint8)])
             self.interpreter.set_tensor(self.input.index, self._preprocess(part))
             self.interpreter.invoke()
-            out[start:start + n] = self._postprocess(self.interpreter.get_tensor(self.output.index))[:n]
-        return out
+            out[start:start + n] = self._postprocess(self.interpreter.get_tensor(self.output.index), self.output)[:n]
+            if embedding:
+                raw = self.interpreter.get_tensor(self.embedding.index)
+                features[start:start + n] = self._postprocess(raw, self.embedding)[:n]
+        return out, features
 
     # -- user-facing ----------------------------------------------------------
     def classify_input(self, model_input: np.ndarray, k: int = 3) -> Result:
         """Classify one image already in the model's format: uint8 (H, W), bright garment on black."""
-        probabilities = self.predict(model_input)[0]
+        if self.own is None:
+            probabilities = self.predict(model_input)[0]
+        else:
+            probabilities, features = self.predict_with_embedding(model_input)
+            probabilities = self.own.mix(probabilities, features)[0]
         return Result(top_k(probabilities, self.labels, k), probabilities, np.asarray(model_input), self.threshold)
 
     def classify(self, image: np.ndarray, k: int = 3) -> Result:

@@ -49,3 +49,9 @@ class InterpreterError(EdgeError):
     """No usable TFLite interpreter package is installed."""
 
     exit_code = 7
+
+
+class ImprintError(EdgeError):
+    """A folder of own photos, or its imprint file, can't be used with this model."""
+
+    exit_code = 11

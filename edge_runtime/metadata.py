@@ -221,6 +221,10 @@ def _check_fields(model_path: Path, metadata: dict) -> None:
     if not (isinstance(spec, dict) and isinstance(spec.get("shape"), list)
             and all(isinstance(n, int) for n in spec["shape"]) and isinstance(spec.get("dtype"), str)):
         raise bad("input", "an object with a 'shape' list of integers and a 'dtype' string")
+    embedding = metadata.get("embedding", {"shape": [], "output": 1})  # optional: models converted before it
+    if not (isinstance(embedding, dict) and isinstance(embedding.get("shape"), list)
+            and all(isinstance(n, int) for n in embedding["shape"]) and embedding.get("output") == 1):
+        raise bad("embedding", "an object with a 'shape' list of integers and 'output' 1")
     for key in ("preprocessing", "accuracy"):  # optional, but an object when present
         if key in metadata and not isinstance(metadata[key], dict):
             raise bad(key, "an object")

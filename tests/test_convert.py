@@ -314,3 +314,43 @@ def test_partitions_are_the_runs_of_delegated_ops():
                                    ["RESHAPE", "FULLY_CONNECTED", "SOFTMAX", "QUANTIZE"]]
     assert len(partitions(["QUANTIZE", "CONV_2D", "RESHAPE", "FULLY_CONNECTED"])) == 1
     assert partitions(["SHAPE"]) == [] and partitions([]) == []
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_outputs_probabilities_first_then_the_embedding(variant, tiny_models, keras_model, fashion):
+    """Output 0 stays the class probabilities (every existing reader takes it), output 1 is
+    the embedding, the features the `logits` layer reads, as the metadata says.
+    Tolerance, as a share of the largest Keras feature, every value: float32 1e-5 (same
+    maths), float16 1e-3 (half-precision weights), dynamic and int8 0.02 (5 of int8's 1/255
+    steps of that range; measured 0.003-0.004 on the tiny model)."""
+    import keras
+    out, _ = tiny_models
+    clf = Classifier(out / model_filename(variant))
+    meta = clf.metadata
+    assert meta["output"]["kind"] == "probabilities" and meta["embedding"]["output"] == 1
+    assert clf.output.shape[-1] == len(clf.labels) and clf.embedding is not None
+    images = fashion.test_images[:32]
+    features = keras.Model(keras_model.inputs, keras_model.get_layer("logits").input).predict(
+        images[..., None].astype(np.float32), verbose=0)
+    probabilities, embedding = clf.predict_with_embedding(images)
+    assert embedding.shape == features.shape == (32, meta["embedding"]["shape"][-1])
+    np.testing.assert_array_equal(probabilities, clf.predict(images))  # same invocations, same answer
+    error = np.abs(embedding - features) / float(np.abs(features).max())
+    assert error.max() <= {"float32": 1e-5, "float16": 1e-3, "dynamic": 0.02, "int8": 0.02}[variant]
+    # what `classify` reports without own photos is the model alone
+    assert clf.own is None
+    np.testing.assert_array_equal(clf.classify_input(images[0]).probabilities, probabilities[0])
+
+
+def test_reorder_outputs_permutes_the_output_list_only(tiny_int8_model):
+    from convert.graph import reorder_outputs
+    from edge_runtime.interpreter import find_interpreter
+    from edge_runtime.metadata import flatbuffer_part
+    flatbuffer = flatbuffer_part(tiny_int8_model.read_bytes())
+    swapped = reorder_outputs(flatbuffer, [1, 0])
+    assert len(swapped) == len(flatbuffer)
+    names = [[d["name"] for d in find_interpreter().factory(model_content=fb).get_output_details()]
+             for fb in (flatbuffer, swapped, reorder_outputs(swapped, [1, 0]))]
+    assert names[1] == names[0][::-1] and names[2] == names[0]
+    with pytest.raises(ValueError):
+        reorder_outputs(flatbuffer, [0, 0])
