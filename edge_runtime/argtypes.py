@@ -107,3 +107,13 @@ def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=probability, default=None,
                         help="a top score below this is reported as 'unknown' (default: the threshold calibrated "
                              f"into the model's metadata, else {DEFAULT_THRESHOLD})")
+
+
+def add_own_argument(parser: argparse.ArgumentParser, saves: bool = False) -> None:
+    """--own DIR, shared by every command that labels images: the user's own photos, mixed in.
+    `saves`: the command's label buttons or keys save into DIR and teach the model at once."""
+    parser.add_argument("--own", type=Path, default=None, metavar="DIR",
+                        help="mix in your own photos: DIR/<class>/*.jpg (DIR/none/ for things that are none of "
+                             "the classes), the layout --collect writes; their embeddings are kept in "
+                             "DIR/imprint.json" + ("; the label buttons/keys save into DIR and count at once"
+                                                   if saves else ""))

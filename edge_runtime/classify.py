@@ -3,6 +3,7 @@
     python -m edge_runtime classify photo.jpg shoes/ 'shop/*.png'
     python -m edge_runtime classify --json --threshold 0.6 photos/ > results.jsonl
     python -m edge_runtime classify --save_input seen/ photo.jpg   # what did the model see?
+    python -m edge_runtime classify --own my-photos/ photos/       # your own photos of each class mixed in
 
 One line per image on stdout (or one JSON object with --json). A file that
 can't be read, or a glob or directory without images, is reported on stderr
@@ -22,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from .argtypes import add_model_arguments, add_threshold_argument, positive_int
+from .argtypes import add_model_arguments, add_own_argument, add_threshold_argument, positive_int
 from .deployed import find_model
 from .process import printable
 from .errors import EdgeError, UsageError
@@ -38,8 +39,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              ".jpg/.jpeg/.png/.webp/.bmp) or glob patterns")
     parser.add_argument("--top_k", type=positive_int, default=3, help="how many classes to show per image")
     add_threshold_argument(parser)
+    add_own_argument(parser)
     parser.add_argument("--json", action="store_true",
-                        help="print one JSON object per image (path, label, score, top_k, or error)")
+                        help="print one JSON object per image (path, label, score, top_k, or error; own_photos with --own)")
     parser.add_argument("--save_input", type=Path, default=None, metavar="DIR",
                         help="write each image's 28x28 model input (and a 10x enlarged copy) as PNG into DIR")
     parser.add_argument("--naive", action="store_true",
@@ -160,6 +162,9 @@ def run(args) -> int:
     model = find_model(args.model)
     classifier = Classifier(model.path, num_threads=args.threads, threshold=args.threshold)
     preprocess = photo.naive_photo_to_input if args.naive else photo.photo_to_input
+    if args.own is not None:
+        from .own import load_own
+        load_own(args.own, classifier)
     if getattr(args, "verbose", False):
         print(f"interpreter: {classifier.backend.package} {classifier.backend.version}; model: {model.path} "
               f"({model.source}); preprocessing: {preprocess.__name__}; threshold: {classifier.threshold}",
@@ -199,6 +204,8 @@ def classify_all(classifier, files: list[str], preprocess, args) -> int:
             print(f"warning: {printable(warning)}", file=sys.stderr, flush=True)
         if args.json:
             record = {"path": name, **result.to_dict(), "unknown": result.is_unknown}
+            if classifier.own is not None:  # --own: how many own photos were mixed in (0: the model alone)
+                record["own_photos"] = len(classifier.own.photos)
             if saved is not None:
                 record["model_input"] = str(saved)
             if warnings:
