@@ -4,12 +4,17 @@
     python -m edge_runtime webcam --camera 1 --width 1280 --height 720
     python -m edge_runtime webcam clip.mp4 --headless # one JSON line per frame on stdout
     python -m edge_runtime webcam --save out.mp4 --inset --smooth 5
+    python -m edge_runtime webcam --own my-photos/    # your photos mixed in; keys 0-9 and n add to them
 
 Each frame: crop the region of interest (a centre square by default), run
 the same photo preprocessing as `classify` (Classifier.classify), optionally
 average the probabilities over the last N frames, then either draw the ROI
 box, top-k labels, timing and FPS on the frame (window and/or --save), or
 print a JSON line (headless: over SSH, under systemd, in CI).
+
+With --own DIR the user's own photos in DIR are mixed into every frame's
+classification (edge_runtime/own.py), and in the window the --collect keys
+save into DIR and add the saved photo to them at once.
 
 Layout, as in the TensorFlow Lite Raspberry Pi examples: the pure functions on
 arrays (ROI, smoothing, overlay, JSON record) come first and are tested
@@ -31,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .argtypes import count
+from .argtypes import add_own_argument, count
 from .atomic import commit, partial_path
 from .deployed import find_model
 from .display import choose_window
@@ -94,6 +99,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--collect", type=Path, default=None, metavar="DIR",
                         help="in the window, keys 0-9 save the classified region as a photo of that class "
                              "(n: of none) into DIR/<class>/, the layout `python -m train --photos DIR` reads")
+    add_own_argument(parser, saves=True)
     parser.add_argument("--loop", action="store_true", help="replay a video file at its end")
     parser.add_argument("--max_frames", type=count(0), default=0, help="stop after N classified frames (0 = no limit)")
 
@@ -179,6 +185,35 @@ def collect_label(key: int, labels: list[str]) -> str | None:
     return NONE if key == ord("n") else None
 
 
+def save_labelled(collect: Path, label: str, fr, labels: list[str], own=None) -> list[str]:
+    """A collect key's work: save the frame's region of interest under `label`, and with --own
+    add it to the own photos at once; returns the lines to print."""
+    from .collect import save_frame
+    from .errors import ImageError
+    from .process import printable
+    x, y, w, h = fr.box
+    saved = save_frame(collect, label, labels, fr.frame[y:y + h, x:x + w])
+    lines = [f"saved {printable(str(saved))}"]
+    if own is not None:
+        try:
+            note = own.add(saved, label)
+        except (ImageError, OSError) as e:  # the file just written can't be read back: say so, go on
+            return lines + [f"warning: {printable(str(e))}: not added to the own photos"]
+        lines.append(f"own photos of {label}: {own.counts()[label]}")
+        if note:
+            lines.append(f"warning: {printable(note)}")
+    return lines
+
+
+def own_photos(args, classifier):
+    """--own: the collect folder (DIR itself) and the live own photos; --collect elsewhere is a usage error."""
+    from .imprint import embed_photos
+    from .own import OwnPhotos, load_own, saving_folder
+    folder = saving_folder(args.own, args.collect)
+    own = load_own(folder, classifier)
+    return folder, OwnPhotos(folder, own, [classifier], lambda images: embed_photos(classifier, images))
+
+
 def run(args) -> int:
     from . import capture
     from .classifier import Classifier
@@ -189,6 +224,9 @@ def run(args) -> int:
         check_save_path(args.save)  # before the camera is opened, not at the first frame
     model = find_model(args.model)
     classifier = Classifier(model.path, num_threads=args.threads, threshold=args.threshold)
+    collect, own = args.collect, None
+    if args.own is not None:  # after the model: the photos go through it
+        collect, own = own_photos(args, classifier)
     spec = capture.parse_source(args.source, args.camera, width=args.width, height=args.height, fps=args.fps)
     if args.loop and spec.live:
         raise UsageError("--loop replays a video file; a camera or stream runs until stopped")
@@ -232,12 +270,10 @@ def run(args) -> int:
                         if not keep_running:
                             stats["reason"] = "quit"
                             break
-                        label = collect_label(key, classifier.labels) if args.collect else None
+                        label = collect_label(key, classifier.labels) if collect else None
                         if label is not None:
-                            from .collect import save_frame
-                            x, y, w, h = fr.box
-                            saved = save_frame(args.collect, label, classifier.labels, fr.frame[y:y + h, x:x + w])
-                            print(f"saved {saved}", file=sys.stderr, flush=True)
+                            for line in save_labelled(collect, label, fr, classifier.labels, own):
+                                print(line, file=sys.stderr, flush=True)
                 if stop.event.is_set():
                     break
                 if args.max_frames and stats["count"] >= args.max_frames:
