@@ -191,6 +191,34 @@ def test_doctor_and_checks():
     assert code == 1 and "FAIL pi check tensorflow not installed" in text
 
 
+def _peers(probabilities, names=("float32", "int8_qdq_s8s8")):
+    return {"status": "ok", "detail": "onnxruntime 1.32.0", "onnxruntime": "1.32.0",
+            "models": {n: {"status": "ok", "probabilities": copy.deepcopy(probabilities),
+                           "predicted": [pi_check._argmax(p) for p in probabilities]} for n in names}}
+
+
+def test_peers_agreement_is_reported_and_never_fails():
+    host, pi = _result(), _result("aarch64")
+    litert = [[q / 256 for q in row] for row in host["test_set"]["raw"]]  # output scale 1/256, zero point 0
+    host["peers"] = _peers(litert)
+    pi["peers"] = _peers(litert)
+    pi["peers"]["models"]["int8_qdq_s8s8"]["probabilities"][1] = [0, 0.1, 0, 0, 0, 0, 0, 0.9, 0, 0]
+    code, text = _compare(host, pi)
+    assert code == 0, text
+    assert "info peers: ONNX Runtime 1.32.0 on the Pi, 1.32.0 on the host, 3 test images" in text
+    assert "float32                pi vs host: top-1 3/3, max |diff| 0; vs LiteRT on the Pi: top-1 3/3" in text
+    assert "int8_qdq_s8s8          pi vs host: top-1 2/3, max |diff| 0.88" in text
+    # Not installable on the Pi (no wheel): a note with the reason, still no failure.
+    pi["peers"] = {"status": "skipped", "detail": "no onnxruntime==1.32.0 for Python 3.11 on armv7l from PyPI"}
+    code, text = _compare(host, pi)
+    assert code == 0 and "note peers (ONNX Runtime) not compared: host onnxruntime 1.32.0; pi no onnxruntime" in text
+    # One model failing on one side: a note naming it.
+    pi["peers"] = _peers(litert)
+    pi["peers"]["models"]["float32"] = {"status": "failed", "detail": "RuntimeError: boom"}
+    code, text = _compare(host, pi)
+    assert code == 0 and "note peer float32: host ok; pi failed RuntimeError: boom" in text
+
+
 def test_synthetic_photos_are_deterministic_and_varied():
     from edge_runtime.synthetic import synthetic_photos
     first, second = synthetic_photos(), synthetic_photos()
@@ -250,7 +278,7 @@ def test_setting_errors_are_one_line(env, message):
 
 
 @pytest.mark.slow
-def test_pi_check_end_to_end_under_emulation(model):
+def test_pi_check_end_to_end_under_emulation(model, request):
     missing = [tool for tool in ("qemu-aarch64-static", "apt-get", "dpkg-deb") if shutil.which(tool) is None]
     if missing:
         why = f"{', '.join(missing)} not found: apt-get install qemu-user-static (Debian/Ubuntu)"
@@ -258,7 +286,10 @@ def test_pi_check_end_to_end_under_emulation(model):
             pytest.fail(f"{why}; CI installs it, so the emulated Raspberry Pi check must run there")
         pytest.skip(why)
 
-    result = _run_pi_check({"PI_MODEL": str(model)})
+    env = {"PI_MODEL": str(model)}
+    if not os.environ.get("PI_MODEL"):
+        env["PI_PEERS_RUN_DIR"] = str(request.getfixturevalue("tiny_run"))  # the tiny model's Keras file
+    result = _run_pi_check(env)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert "pi-check passed: aarch64 under emulation matches x86_64" in result.stdout \
         or "pi-check passed: aarch64 under emulation matches" in result.stdout
@@ -276,6 +307,14 @@ def test_pi_check_end_to_end_under_emulation(model):
         assert Path(modules[name]).parent.parent.name.startswith("site-"), modules
     assert pi["test_set"]["images_sha256"] == host["test_set"]["images_sha256"]
     assert pi["test_set"]["count"] == 200
+
+    # The peers: ONNX Runtime's own aarch64 wheel ran the ONNX export of the same Keras model.
+    if not os.environ.get("PI_MODEL"):
+        assert pi["peers"]["status"] == "ok", pi["peers"]
+        assert Path(modules["onnxruntime"]).parent.parent.name.startswith("peers-site-"), modules
+        assert set(pi["peers"]["models"]) >= {"float32", "int8_qdq_s8s8"}
+        assert all(m["status"] == "ok" for m in pi["peers"]["models"].values()), pi["peers"]["models"]
+        assert "info peers: ONNX Runtime" in result.stdout and "float32" in result.stdout
 
     # The comparison would have caught a real difference: two steps off in one output.
     tampered = copy.deepcopy(pi)

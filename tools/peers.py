@@ -332,8 +332,9 @@ def quantize_int8(float_path: Path, out_path: Path, calibration, scheme: str, wo
     return out_path
 
 
-def export_key(keras_sha: str, config_sha: str | None, calibration: dict, data_dir: str | None) -> str:
-    """What decides an export and its calibration images: cached under it. Pure given the versions."""
+def export_key(keras_sha: str, config_sha: str | None, calibration: dict) -> str:
+    """What decides an export and its calibration images: cached under it. Pure given the versions.
+    (Not where Fashion-MNIST was read from: the loader checks its content's SHA-256.)"""
     from importlib import metadata
     versions = {}
     for name in ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime"):
@@ -342,8 +343,8 @@ def export_key(keras_sha: str, config_sha: str | None, calibration: dict, data_d
         except metadata.PackageNotFoundError:
             pass
     blob = json.dumps({"v": 1, "keras": keras_sha, "config": config_sha, "calibration":
-                       {k: calibration[k] for k in ("size", "photos", "seed")}, "versions": versions,
-                       "data_dir": data_dir}, sort_keys=True)
+                       {k: calibration[k] for k in ("size", "photos", "seed")}, "versions": versions},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -361,7 +362,7 @@ def onnx_models(run_dir: Path, models_dir: Path | None, data_dir: str | None, wo
     keras_sha = sha256_file(keras_path)
     calibration = calibration_settings(keras_sha, models_dir)
     config_path = run_dir / "config.json"
-    key = export_key(keras_sha, sha256_file(config_path) if config_path.is_file() else None, calibration, data_dir)
+    key = export_key(keras_sha, sha256_file(config_path) if config_path.is_file() else None, calibration)
     work_dir = Path(work_dir) if work_dir else CACHE / key
     work_dir.mkdir(parents=True, exist_ok=True)
     report_path = work_dir / "export.json"

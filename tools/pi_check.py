@@ -19,7 +19,12 @@ the model through `edge_runtime.Classifier` and records, as JSON:
   photos from --photos DIR when given;
 - checks: machine, interpreter package, TensorFlow absent,
   `python -m edge_runtime doctor --json`, and `serve` started in-process
-  on 127.0.0.1 answering /api/latest.
+  on 127.0.0.1 answering /api/latest;
+- with --peers DIR, the ONNX export of the same Keras model (float32 and
+  int8, `python -m tools.peers models`) through ONNX Runtime on the same
+  test images: a benchmark-only peer, never the device's, whose agreement
+  with the host's ONNX Runtime and with LiteRT `compare` reports (not
+  speed, and never as a failure).
 
 `compare` prints a side-by-side summary and every difference, and exits 1
 on any mismatch, except two differences that are explained and that a real
@@ -312,6 +317,11 @@ def run(args) -> int:
     result["model"]["ops"] = result["reference"].pop("ops", None)
     timings["reference_kernels"] = time.perf_counter() - t
 
+    # The peers: the same images through ONNX Runtime, for agreement only.
+    t = time.perf_counter()
+    result["peers"] = _peers(args.peers, args.peers_note, images)
+    timings["peers"] = time.perf_counter() - t
+
     # End to end: photo -> photo_to_input -> model -> label.
     t = time.perf_counter()
     result["photos"] = _photos(clf, args.photos, args.photo_limit)
@@ -328,13 +338,42 @@ def run(args) -> int:
     result["serve"] = _serve(model)
     timings["serve"] = time.perf_counter() - t
 
-    for name in ("edge_runtime", "numpy", "cv2", "ai_edge_litert", "tflite_runtime"):
+    for name in ("edge_runtime", "numpy", "cv2", "ai_edge_litert", "tflite_runtime", "onnxruntime"):
         result["modules"][name] = _module_file(name)
     for dist in ("fashion-edge-runtime", "numpy", "opencv-python-headless", "ai-edge-litert", "tflite-runtime"):
         result["packages"].setdefault("dist:" + dist, _dist_version(dist))
     timings["total"] = time.perf_counter() - t0
     result["timings"] = {k: round(v, 3) for k, v in timings.items()}
     return _write(args.out, result, 0)
+
+
+def _peers(directory, note, images) -> dict:
+    """Each ONNX model in `directory` through ONNX Runtime (one thread) on `images`: its
+    probabilities, or why it did not run. Not installed is a finding, not an error."""
+    if not directory:
+        return {"status": "skipped", "detail": note or "not asked for (--peers DIR)"}
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        return {"status": "skipped", "detail": f"onnxruntime is not importable here ({e})"}
+    import numpy as np
+    models = {}
+    for path in sorted(Path(directory).glob("*.onnx")):
+        try:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name
+            probs = session.run(None, {name: np.asarray(images)[..., None].astype(np.float32)})[0]
+            models[path.stem] = {"status": "ok", "probabilities": [[float(v) for v in row] for row in probs],
+                                 "predicted": [int(i) for i in probs.argmax(axis=1)]}
+        except Exception as e:  # a peer that fails here is a finding to report
+            models[path.stem] = {"status": "failed", "detail": f"{type(e).__name__}: {e}".splitlines()[0][:240]}
+    if not models:
+        return {"status": "skipped", "detail": f"no .onnx models in {directory}"}
+    return {"status": "ok", "detail": f"onnxruntime {ort.__version__}", "onnxruntime": ort.__version__,
+            "models": models}
 
 
 def _photos(clf, photo_dir, photo_limit: int = 0) -> dict:
@@ -522,6 +561,53 @@ def _compare_photos(items_a, items_b, scale, one_step_ok, strict, say, failures,
         + (f", {counts['near-tie']} near-ties" if counts["near-tie"] else ""))
 
 
+def _litert_probabilities(result) -> list:
+    """The LiteRT test-set outputs as probabilities: raw integers dequantized with the model's
+    own output scale and zero point, float outputs as they are."""
+    ts, model = result["test_set"], result["model"]
+    if ts["raw_dtype"] == "float32":
+        return ts["raw"]
+    scale, zero_point = model.get("output_scale") or 1.0, model.get("output_zero_point") or 0
+    return [[(q - zero_point) * scale for q in row] for row in ts["raw"]]
+
+
+def _agreement(a, b) -> tuple[int, float]:
+    """(images with the same top-1, largest probability difference) of two probability tables. Pure."""
+    same = sum(_argmax(x) == _argmax(y) for x, y in zip(a, b))
+    diff = max((abs(p - q) for x, y in zip(a, b) for p, q in zip(x, y)), default=0.0)
+    return same, diff
+
+
+def _compare_peers(host, pi, say, notes) -> None:
+    """ONNX Runtime on the emulated Pi against ONNX Runtime on the host and against LiteRT on the
+    Pi, per ONNX model: top-1 agreement and the largest probability difference. Report only."""
+    pa, pb = host.get("peers"), pi.get("peers")
+    if pa is None and pb is None:
+        return  # results from before the peers existed
+    pa, pb = pa or {}, pb or {}
+    if pa.get("status") != "ok" or pb.get("status") != "ok":
+        note = f"peers (ONNX Runtime) not compared: host {pa.get('detail')}; pi {pb.get('detail')}"
+        notes.append(note)
+        say(f"note {note}")
+        return
+    litert = _litert_probabilities(pi)
+    n = pi["test_set"]["count"]
+    say(f"info peers: ONNX Runtime {pb.get('onnxruntime')} on the Pi, {pa.get('onnxruntime')} on the host, "
+        f"{n} test images (agreement, not speed; never a failure)")
+    for name in sorted(set(pa["models"]) | set(pb["models"])):
+        a, b = pa["models"].get(name, {}), pb["models"].get(name, {})
+        if a.get("status") != "ok" or b.get("status") != "ok":
+            note = f"peer {name}: host {a.get('status', 'absent')} {a.get('detail', '')}".rstrip() + \
+                   f"; pi {b.get('status', 'absent')} {b.get('detail', '')}".rstrip()
+            notes.append(note)
+            say(f"note {note}")
+            continue
+        same_host, diff_host = _agreement(b["probabilities"], a["probabilities"])
+        same_litert, diff_litert = _agreement(b["probabilities"], litert)
+        say(f"info   {name:22} pi vs host: top-1 {same_host}/{n}, max |diff| {diff_host:.2g}; "
+            f"vs LiteRT on the Pi: top-1 {same_litert}/{n}, max |diff| {diff_litert:.2g}")
+
+
 def compare(host: dict, pi: dict, out=sys.stdout, strict: bool = False) -> int:
     """Print what differs between the host's and the emulated run; 0 if nothing that matters does."""
     failures, notes = [], []
@@ -620,6 +706,9 @@ def compare(host: dict, pi: dict, out=sys.stdout, strict: bool = False) -> int:
             notes.append(f"serve: {sv.get('detail')}")
             say(f"note serve: {sv.get('detail')}")
 
+    # 5. peers: reported, never a failure (benchmark-only dependencies, not the device's).
+    _compare_peers(host, pi, say, notes)
+
     say()
     if failures:
         more = f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
@@ -646,6 +735,9 @@ def main(argv=None) -> int:
     r.add_argument("--batch_size", type=int, default=64, help="Classifier's batch size (1: never resize the input)")
     r.add_argument("--expect_machine", default=None, help="fail unless platform.machine() is this")
     r.add_argument("--forbid_tensorflow", action="store_true", help="fail if TensorFlow is importable")
+    r.add_argument("--peers", default=None, help="a directory of ONNX models to run through ONNX Runtime too "
+                                                 "(python -m tools.peers models): agreement only")
+    r.add_argument("--peers_note", default=None, help="why the peers are not run (recorded and reported)")
     c = sub.add_parser("compare", help="compare the host's and the emulated run's JSON")
     c.add_argument("host")
     c.add_argument("pi")

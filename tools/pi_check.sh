@@ -10,7 +10,10 @@
 #   2. the runtime's aarch64 wheels from PyPI (pip --platform ... --only-binary)
 #      and the runtime itself, built as a wheel from edge_runtime/;
 #   3. the same script on the host and under qemu-aarch64-static -cpu cortex-a72 -L ROOTFS.
-#      Each run also starts `serve` in-process on 127.0.0.1 and asks it for /api/latest.
+#      Each run also starts `serve` in-process on 127.0.0.1 and asks it for /api/latest,
+#      and runs the peers: ONNX Runtime (its own aarch64 wheel, in its own directory, never
+#      the runtime's) on the ONNX export of the same Keras model, for agreement, not speed.
+#      A peer that can't be installed or exported is reported, never a failure.
 #
 # Everything is cached under .cache/pi-check/<arch>/; each part is built in a
 # .partial directory and renamed when complete, with a stamp naming what it was
@@ -27,6 +30,8 @@
 #   PI_STRICT=1 no tolerance at all (see tools/pi_check.py: the aarch64 int8 softmax)
 #   PI_BATCH    the Classifier's batch size (default 64; 1 for armv7l)
 #   PI_CACHE    cache directory (default .cache/pi-check)
+#   PI_PEERS=0  don't run the peers (ONNX Runtime on the ONNX export of the same Keras model)
+#   PI_PEERS_RUN_DIR  the training run PI_MODEL was converted from (default: runs/<the run its metadata names>)
 #   PI_DEBIAN_MIRROR, PI_DEBIAN_SECURITY_MIRROR   override the Debian mirrors taken from the host's apt sources
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -373,7 +378,53 @@ fi
 OUT=$WORK/out
 rm -rf "$OUT"
 mkdir -p "$OUT"
-RUN_ARGS=(run --model "$MODEL" --count "$COUNT" --data_dir "$DATA_DIR" --batch_size "$BATCH")
+
+# The peers (benchmark-only): ONNX Runtime on the ONNX export of the Keras model PI_MODEL
+# was converted from (python -m tools.peers models), on the same test images. Its wheels
+# go into a directory of their own, on the guest's path after the runtime's: the device
+# never depends on them. Whatever stops them is a note in the output, not a failure.
+PEERS_ARGS=()
+PEERS_PATH=""
+peers_note() { PEERS_ARGS=(--peers_note "$1"); say "peers: not run: $1"; }
+if [ "${PI_PEERS:-1}" = 0 ]; then
+    peers_note "PI_PEERS=0"
+elif ! ORT_VERSION=$("$PY" -c 'from importlib import metadata; print(metadata.version("onnxruntime"))' 2>/dev/null); then
+    peers_note "onnxruntime is not installed on this machine (pip install -e '.[peers]')"
+else
+    PEERS_SITE=$WORK/peers-site-$(hash_of "v$RECIPE_VERSION $PYVER [$PLATFORMS] onnxruntime==$ORT_VERSION [$CONSTRAINTS]")
+    PEERS_LOG=$WORK/peers-download.log
+    if [ ! -f "$PEERS_SITE/.complete" ]; then
+        say "downloading onnxruntime==$ORT_VERSION for $ARCH from PyPI (a benchmark peer, not the runtime's)"
+        rm -rf "$PEERS_SITE" "$PEERS_SITE.partial"
+        PARTIALS+=("$PEERS_SITE.partial")
+        printf '%s\n' "$CONSTRAINTS" >"$WORK/peers-constraints.txt"
+        if "${PIP[@]}" download -d "$WORK/peer-wheels" "${TARGET_ARGS[@]}" -c "$WORK/peers-constraints.txt" \
+                "onnxruntime==$ORT_VERSION" >"$PEERS_LOG" 2>&1 \
+           && "${PIP[@]}" install --no-index --find-links "$WORK/peer-wheels" --target "$PEERS_SITE.partial" \
+                "${TARGET_ARGS[@]}" -c "$WORK/peers-constraints.txt" "onnxruntime==$ORT_VERSION" >>"$PEERS_LOG" 2>&1; then
+            # numpy is the runtime's (earlier on the guest's path): not a second copy.
+            rm -rf "$PEERS_SITE.partial"/numpy "$PEERS_SITE.partial"/numpy-*.dist-info "$PEERS_SITE.partial"/numpy.libs \
+                   "$PEERS_SITE.partial/bin"
+            touch "$PEERS_SITE.partial/.complete"
+            mv "$PEERS_SITE.partial" "$PEERS_SITE"
+            for old in "$WORK"/peers-site-*; do [ "$old" = "$PEERS_SITE" ] || rm -rf "$old"; done
+        fi
+        cat "$PEERS_LOG" >>"$LOG"
+    fi
+    if [ ! -f "$PEERS_SITE/.complete" ]; then
+        peers_note "no onnxruntime==$ORT_VERSION for Python $PYVER on $ARCH from PyPI ($(grep -m1 '^ERROR' "$PEERS_LOG" || tail -n1 "$PEERS_LOG"))"
+    elif ! TF_CPP_MIN_LOG_LEVEL=2 "$PY" -m tools.peers models --tflite "$MODEL" \
+            ${PI_PEERS_RUN_DIR:+--run_dir "$PI_PEERS_RUN_DIR"} --data_dir "$DATA_DIR" --out "$OUT/peers" \
+            >"$OUT/peers.log" 2>&1; then
+        peers_note "no ONNX models of $(basename "$MODEL")'s Keras model: $(grep -m1 '^error:' "$OUT/peers.log" || tail -n1 "$OUT/peers.log")"
+    else
+        PEERS_ARGS=(--peers "$OUT/peers")
+        PEERS_PATH=":$PEERS_SITE"
+        say "peers: onnxruntime $ORT_VERSION on $(ls "$OUT/peers" | grep -c '\.onnx$') ONNX models of $(basename "$MODEL")'s Keras model ($(elapsed))"
+    fi
+fi
+
+RUN_ARGS=(run --model "$MODEL" --count "$COUNT" --data_dir "$DATA_DIR" --batch_size "$BATCH" "${PEERS_ARGS[@]}")
 [ -z "$PHOTOS" ] || RUN_ARGS+=(--photos "$PHOTOS" --photo_limit "$PHOTO_LIMIT")
 
 say "host ($(uname -m)): classifying $COUNT test images$([ -z "$PHOTOS" ] || echo " and the photos in $PHOTOS") with $(basename "$MODEL")"
@@ -388,7 +439,7 @@ say "emulated Pi ($QEMU -cpu $CPU, Debian $SUITE $DEB_ARCH, Python $PYVER): the 
 # which qemu 7.2 does not apply everywhere (32-bit guests' statx ignores it).
 T_PI=$SECONDS
 env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 TMPDIR=/tmp PYTHONNOUSERSITE=1 \
-    PYTHONPATH="$RUNTIME:$SITE" \
+    PYTHONPATH="$RUNTIME:$SITE$PEERS_PATH" \
     "$QEMU" -cpu "$CPU" -L "$ROOTFS" "$ROOTFS/usr/bin/python$PYVER" \
     "$ROOT/tools/pi_check.py" "${RUN_ARGS[@]}" --out "$OUT/pi.json" \
     --expect_machine "$ARCH" --forbid_tensorflow 2>"$OUT/pi.log" \
