@@ -278,23 +278,26 @@ def test_where_the_time_goes_section():
                                 "achieved_gmacs_per_s": 200.0},
                "op_profile": {"int8": {"invoke_us": 50.0, "ops": int8_rows},
                               "dynamic": {"invoke_us": 40.0, "ops": [{**int8_rows[0], "us": 22.0}]}},
-               "frame_profile": {"decode": 400.0, "resize": 100.0}}
+               "frame_profile": {"steps": {"decode": 400.0, "resize": 100.0}, "total_us": 520.0}}
     text = "\n".join(bench.where_the_time_goes(results))
     assert "**400 GMAC/s**" in text and "full-int8 kernels' plateau 250" in text
     assert "int8 = **2.00x the measured-peak time**" in text
     assert "| CONV_2D | c | 30.0 | 60% | 240 | 22.0 |" in text and "| QUANTIZE | q | 1.0 | 2% | - | - |" in text
-    assert "| decode | 400 µs | 40% |" in text
+    assert "| decode | 400 µs | 40% |" in text and "| `photo_to_input` as one call | 520 µs | 52% |" in text
     bare = "\n".join(bench.where_the_time_goes({"rows": [], "measured_peak": None, "measured_peak_error": "no TF",
                                                  "frame_profile_error": "not measured (x)"}))
     assert "not measured (no TF)" in bare and "not measured (x)" in bare
 
 
 def test_frame_steps_from_the_frame_helper_when_present():
-    steps, why = bench.frame_steps((28, 28))
-    if steps is None:  # helper "frame"'s tools/frame_profile.py is not there (yet)
+    found, why = bench.frame_steps((28, 28))
+    if found is None:  # helper "frame"'s tools/frame_profile.py is not there
         assert "tools.frame_profile" in why
     else:
-        assert why is None and steps and all(isinstance(v, float) and v > 0 for v in steps.values())
+        assert why is None and found["steps"] and all(isinstance(v, float) and v > 0 for v in found["steps"].values())
+    nested = bench.frame_steps_of({"steps": {"a": 1, "b": 2.5}, "sum_us": 3.5, "total_us": 4.0, "runs": 3})
+    assert nested == {"steps": {"a": 1.0, "b": 2.5}, "total_us": 4.0}
+    assert bench.frame_steps_of({"a": 1.0}) == {"steps": {"a": 1.0}, "total_us": None}
 
 
 def test_compare_runs_directions():

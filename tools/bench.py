@@ -508,27 +508,38 @@ def where_the_time_goes(results: dict) -> list[str]:
     if frame:
         int8_row = next((r for r in results["rows"] if r["name"] == "int8"), None) or {}
         total = median_at(int8_row, 1, "frame")
-        lines += ["", "Camera frame (640x480 BGR), preprocessing steps (`tools/frame_profile.py`, medians)"
+        lines += ["", "Camera frame (the synthetic 640x480 BGR frame): `photo_to_input`'s steps "
+                  "(`tools/frame_profile.py`, medians)"
                   + (f", against the int8 frame's {rt.fmt_us(total)} end to end:" if total else ":"), "",
                   "| step | median | share of the frame |", "|---|---:|---:|"]
-        for step, us in frame.items():
+        for step, us in frame["steps"].items():
             share = f"{us / total:.0%}" if total else "-"
             lines.append(f"| {step} | {rt.fmt_us(us)} | {share} |")
+        if frame.get("total_us"):
+            lines.append(f"| `photo_to_input` as one call | {rt.fmt_us(frame['total_us'])} | "
+                         + (f"{frame['total_us'] / total:.0%}" if total else "-") + " |")
     elif results.get("frame_profile_error"):
         lines += ["", f"Camera frame steps: {results['frame_profile_error']}."]
     return lines
 
 
 def frame_steps(size: tuple[int, int]) -> tuple[dict | None, str | None]:
-    """The camera frame's preprocessing steps, {step: median µs}, from helper `tools.frame_profile`
-    when it exists; else (None, why)."""
+    """The synthetic camera frame's preprocessing steps from `tools.frame_profile` when it exists:
+    ({"steps": {step: median µs}, "total_us": photo_to_input's median or None}, None); else (None, why)."""
     try:
         from .frame_profile import frame_profile
     except ImportError as e:
         return None, f"not measured (tools.frame_profile: {e})"
     from edge_runtime.synthetic import synthetic_frame
-    steps = frame_profile(synthetic_frame(), size)
-    return {k: float(v["median_us"] if isinstance(v, dict) else v) for k, v in steps.items()}, None
+    return frame_steps_of(frame_profile(synthetic_frame(), size)), None
+
+
+def frame_steps_of(profile: dict) -> dict:
+    """frame_profile's answer as {"steps": {step: µs}, "total_us"}: it is either that shape
+    ({"steps": ..., "total_us": ...}) or the flat {step: µs}. Pure."""
+    steps = profile.get("steps") if isinstance(profile.get("steps"), dict) else profile
+    return {"steps": {k: float(v["median_us"] if isinstance(v, dict) else v) for k, v in steps.items()},
+            "total_us": profile.get("total_us") if "steps" in profile else None}
 
 
 def plot(results: dict, path: Path) -> None:
