@@ -35,6 +35,10 @@ ringing the dataset doesn't have; on real photos it lowered accuracy.
 What these choices measured, and what was tried and not kept:
 docs/design-log.md ("Photo preprocessing and real photos").
 
+`photo_steps` is photo_to_input one named step at a time (what
+tools/frame_profile.py times; docs/photos.md has the figures); photo_to_input
+runs it to the end.
+
 `naive_photo_to_input` is the baseline most tutorials use (grayscale, squash
 to 28x28, invert), kept for comparison.
 
@@ -44,12 +48,17 @@ uint8 images in, uint8 images out, no state. Shapes are (height, width[, channel
 
 from __future__ import annotations
 
+from typing import Any, Generator
+
 import cv2
 import numpy as np
 
 from .contract import IMAGE_HEIGHT, IMAGE_WIDTH
 
 DEFAULT_SIZE = (IMAGE_HEIGHT, IMAGE_WIDTH)
+
+# A pipeline run one step at a time: yields (step name, that step's result), returns the final result.
+Steps = Generator[tuple[str, Any], None, Any]
 
 # Tuning constants, read at call time. Fractions are of the image's shorter
 # side unless noted; distances are Lab on OpenCV's 8-bit scale (L, a, b in
@@ -107,6 +116,14 @@ def shrink(image: np.ndarray) -> np.ndarray:
     if scale >= 1.0:
         return image
     size = (max(1, round(w * scale)), max(1, round(h * scale)))  # cv2 wants (width, height)
+    k = h // size[1]
+    if k % 2 == 1 and k > 1 and (h, w) == (k * size[1], k * size[0]):
+        # An odd whole factor (a 640x480 frame to 128x96 is 5): each output pixel is the
+        # rounded mean of a k x k block, which a box filter read every k px (INTER_NEAREST
+        # picks pixel k*x) gives bit for bit in 0.6x the time (OpenCV vectorises
+        # INTER_AREA for a factor of 2 only). Not for even factors: there the two round
+        # some block sums differently (tests/test_frame_path.py checks every sum).
+        return cv2.resize(cv2.blur(image, (k, k), anchor=(0, 0)), size, interpolation=cv2.INTER_NEAREST)
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
@@ -125,12 +142,23 @@ def border_pixels(image: np.ndarray) -> np.ndarray:
     return np.concatenate([s.reshape(-1, channels) for s in strips])
 
 
-def corner_patches(image: np.ndarray) -> list[np.ndarray]:
-    """The four corner squares, each as (N, channels)."""
+def corner_patches(image: np.ndarray) -> np.ndarray:
+    """The four corner squares, as (4, N, channels)."""
     h, w = image.shape[:2]
     t = max(1, round(min(h, w) * CORNER_FRACTION))  # square side, px
     channels = image.shape[2] if image.ndim == 3 else 1
-    return [c.reshape(-1, channels) for c in (image[:t, :t], image[:t, -t:], image[-t:, :t], image[-t:, -t:])]
+    return np.stack([image[:t, :t], image[:t, -t:], image[-t:, :t], image[-t:, -t:]]).reshape(4, -1, channels)
+
+
+def median(samples: np.ndarray, axis: int) -> np.ndarray:
+    """np.median of uint8 `samples` along `axis`, float32: a partial sort, and the mean
+    of the two middle values when their number is even (whole or half numbers, exact)."""
+    n = samples.shape[axis]
+    k = n // 2
+    if n % 2:
+        return np.take(np.partition(samples, k, axis=axis), k, axis=axis).astype(np.float32)
+    part = np.partition(samples, (k - 1, k), axis=axis)
+    return (np.take(part, k - 1, axis=axis).astype(np.float32) + np.take(part, k, axis=axis)) / 2
 
 
 def background_colors(lab: np.ndarray) -> np.ndarray:
@@ -141,8 +169,8 @@ def background_colors(lab: np.ndarray) -> np.ndarray:
     "borders close to the corner pixels") catch backgrounds of more than one
     colour: a wall above a floor, stripes on a bed, light from one side.
     """
-    patches = [border_pixels(lab)] + corner_patches(lab)
-    return np.stack([np.median(p.astype(np.float32), axis=0) for p in patches])
+    # np.partition rather than np.median: a third of the time, the same numbers.
+    return np.vstack([median(border_pixels(lab), axis=0), median(corner_patches(lab), axis=1)])
 
 
 def color_distance(lab: np.ndarray, colors: np.ndarray) -> np.ndarray:
@@ -151,28 +179,61 @@ def color_distance(lab: np.ndarray, colors: np.ndarray) -> np.ndarray:
     Lightness counts LIGHTNESS_WEIGHT: shadows and uneven light change a
     floor's lightness much more than its colour.
     """
-    # (1, 3): cv2.transform sums the squared channel differences with these
-    squared_weights = np.array([[LIGHTNESS_WEIGHT ** 2, 1.0, 1.0]], np.float32)
+    weights = np.array([LIGHTNESS_WEIGHT ** 2, 1.0, 1.0], np.float32)  # on the squared channel differences
+    colors = np.asarray(colors, np.float32).reshape(-1, 3)
     lab = lab.astype(np.float32)
-    nearest = None  # squared distance to the nearest colour so far, (H, W)
-    # OpenCV, not numpy: numpy's per-call overhead made this the largest step
-    # of a camera frame; OpenCV's calls cost a fraction (docs/design-log.md).
-    # One colour at a time: an (H, W, K, 3) temporary would be K times the memory traffic.
-    for color in np.asarray(colors, np.float32):
-        diff = cv2.subtract(lab, (float(color[0]), float(color[1]), float(color[2]), 0.0))  # (H, W, 3)
-        squared = cv2.transform(cv2.multiply(diff, diff), squared_weights)  # (H, W)
-        nearest = squared if nearest is None else cv2.min(nearest, squared)
-    return cv2.sqrt(nearest)
+    # |p - c|^2 (weighted) = |p|^2 - 2 p.c + |c|^2. The last two terms are affine in p:
+    # one single-channel cv2.transform per colour (OpenCV vectorises transforms to 1-3
+    # channels, not to K), a running minimum, then |p|^2 added once. Lab values are
+    # whole numbers and the medians whole or half, so every term is a multiple of 1/16
+    # below 2^19: exact in float32 in any order, the same as differencing colour by colour.
+    affine = np.hstack([-2.0 * weights * colors, (weights * colors * colors).sum(axis=1, keepdims=True)])
+    nearest = None  # min over the colours so far of -2 p.c + |c|^2, (H, W)
+    for row in affine.astype(np.float32):
+        term = cv2.transform(lab, row[None])
+        nearest = term if nearest is None else cv2.min(nearest, term)
+    squared_norm = cv2.transform(cv2.multiply(lab, lab), weights[None])  # |p|^2, (H, W)
+    return cv2.sqrt(cv2.add(nearest, squared_norm))
 
 
 # -- 3. garment mask ----------------------------------------------------------
+
+def linear_percentile(a, b, fraction: float):
+    """The value `fraction` of the way from a to b, computed from the nearer end as
+    np.percentile's 'linear' method does, so the two give the same number. Pure."""
+    diff = b - a
+    return b - diff * (1.0 - fraction) if fraction >= 0.5 else a + diff * fraction
+
+
+def percentile(values: np.ndarray, q: float) -> float:
+    """np.percentile(values, q) ('linear') of a 1-D array, with a partial sort of two elements."""
+    position = (values.size - 1) * (q / 100.0)
+    below = int(position)
+    above = min(below + 1, values.size - 1)
+    part = np.partition(values, (below, above))
+    # numpy scalars of the values' dtype, so the arithmetic is np.percentile's
+    return float(linear_percentile(part[below], part[above], position - below))
+
+
+def histogram_percentile(counts: np.ndarray, q: float) -> float:
+    """np.percentile (linear) of the values a histogram of whole numbers counts:
+    `counts[v]` values equal v. Pure."""
+    cumulative = np.cumsum(counts.astype(np.int64))
+    n = int(cumulative[-1])
+    position = (n - 1) * (q / 100.0)
+    below = int(position)
+    # the value at sorted index i is the first v whose cumulative count exceeds i
+    a, b = np.searchsorted(cumulative, [below, min(below + 1, n - 1)], side="right")
+    return float(linear_percentile(a, b, position - below))
+
 
 def otsu_threshold(values: np.ndarray) -> float:
     """Otsu's threshold of non-negative float values: the split that best separates two groups."""
     top = float(values.max())
     if top <= 0:
         return 0.0
-    scaled = np.clip(values * (255.0 / top), 0, 255).astype(np.uint8)
+    # values * (255 / top) is at most 255 (or a rounding above it, still 255 when truncated)
+    scaled = (values * (255.0 / top)).astype(np.uint8)
     t, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     return t * top / 255.0
 
@@ -190,18 +251,22 @@ def foreground(distance: np.ndarray) -> np.ndarray:
     the garment (hence the cap), while on a textured floor it can land in
     the texture (hence the floor).
     """
-    spread = float(np.percentile(border_pixels(distance), SPREAD_PERCENTILE))
+    spread = percentile(border_pixels(distance).ravel(), SPREAD_PERCENTILE)
     low, high = (max(k * spread, MIN_DISTANCE) for k in SPREAD_RANGE)
     return distance > min(max(otsu_threshold(distance), low), high)
+
+
+def _u8(mask: np.ndarray) -> np.ndarray:
+    """A bool mask as uint8 0/1 for OpenCV, without a copy."""
+    return mask.view(np.uint8) if mask.dtype == bool else mask
 
 
 def clean_mask(mask: np.ndarray) -> np.ndarray:
     """Closing bridges gaps (a print, a pattern, a seam), opening then removes specks. bool (H, W)."""
     side = max(3, round(min(mask.shape) * KERNEL_FRACTION) | 1)  # odd diameter, px
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
-    m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, kernel)
-    m = cv2.morphologyEx(m, cv2.MORPH_OPEN, kernel)
-    return m.astype(bool)
+    m = cv2.morphologyEx(_u8(mask), cv2.MORPH_CLOSE, kernel)
+    return cv2.morphologyEx(m, cv2.MORPH_OPEN, kernel).view(bool)  # 0/1 in, 0/1 out
 
 
 def main_blobs(mask: np.ndarray) -> np.ndarray:
@@ -210,12 +275,17 @@ def main_blobs(mask: np.ndarray) -> np.ndarray:
     One garment is one blob; a pair of shoes may be two similar blobs;
     specks, shadows and creases at the edge are smaller.
     """
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    # 16-bit labels: half the time of 32-bit ones with statistics. A WORK_SIDE image
+    # has at most (WORK_SIDE / 2)^2 8-connected components, well below 65,536.
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(_u8(mask), connectivity=8, ltype=cv2.CV_16U)
     if count <= 1:
-        return np.zeros_like(mask, dtype=bool)
+        return np.zeros(mask.shape, bool)
     areas = stats[1:, cv2.CC_STAT_AREA]  # component 0 is the background
+    kept = np.flatnonzero(areas >= KEEP_FRACTION * areas.max()) + 1
+    if len(kept) == 1:  # the usual case: one comparison instead of a lookup per pixel
+        return labels == kept[0]
     keep = np.zeros(count, bool)  # per label: is it kept? (a lookup is ~10x faster than np.isin)
-    keep[1:] = areas >= KEEP_FRACTION * areas.max()
+    keep[kept] = True
     return keep[labels]
 
 
@@ -225,12 +295,10 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     A white logo on a white shirt on a white sheet looks like background;
     it is still part of the garment.
     """
-    h, w = mask.shape
-    padded = np.zeros((h + 2, w + 2), np.uint8)  # a frame, so the flood reaches all outside background
-    padded[1:-1, 1:-1] = mask
-    cv2.floodFill(padded, np.zeros((h + 4, w + 4), np.uint8), (0, 0), 1)  # floodFill's mask is 2 px larger
-    outside = padded[1:-1, 1:-1].astype(bool) & ~mask
-    return ~outside
+    # a frame of background, so the flood reaches all outside background
+    padded = cv2.copyMakeBorder(_u8(mask), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    cv2.floodFill(padded, None, (0, 0), 2)  # outside -> 2; garment (1) and holes (0) stay
+    return padded[1:-1, 1:-1] != 2
 
 
 def garment_mask(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -239,25 +307,41 @@ def garment_mask(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     An empty mask means nothing stands out from the background (a blank
     wall, a one-colour image).
     """
+    return finish(mask_steps(bgr))
+
+
+def mask_steps(bgr: np.ndarray) -> Steps:
+    """garment_mask one step at a time: yields (step name, its result), returns
+    (mask, background)."""
     lab = cv2.cvtColor(bgr, cv2.COLOR_BGR2LAB)
+    yield "lab", lab
     background = background_colors(lab)
-    mask = foreground(color_distance(lab, background))
+    yield "background_colors", background
+    distance = color_distance(lab, background)
+    yield "color_distance", distance
+    mask = foreground(distance)
+    yield "foreground", mask
     if min(mask.shape) >= 8:  # morphology on a few pixels would erase everything
         mask = clean_mask(mask)
-    if mask.sum() < MIN_GARMENT_FRACTION * mask.size:
-        return np.zeros_like(mask), background
-    return fill_holes(main_blobs(mask)), background
+        yield "clean_mask", mask
+    if cv2.countNonZero(_u8(mask)) < MIN_GARMENT_FRACTION * mask.size:
+        return np.zeros(mask.shape, bool), background
+    mask = main_blobs(mask)
+    yield "main_blobs", mask
+    mask = fill_holes(mask)
+    yield "fill_holes", mask
+    return mask, background
 
 
 # -- 4. intensities -------------------------------------------------------------
 
 def bounding_box(mask: np.ndarray) -> tuple[slice, slice]:
-    """(rows, cols) slices of the mask's bounding box.
+    """(rows, cols) slices of a non-empty mask's bounding box.
 
     No margin: in Fashion-MNIST the garment's longest side spans all 28 px.
     """
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    x, y, w, h = cv2.boundingRect(_u8(mask))
+    return slice(y, y + h), slice(x, x + w)
 
 
 def is_dark(background_lab: np.ndarray) -> bool:
@@ -277,7 +361,15 @@ def garment_intensity(gray: np.ndarray, dark_background: bool) -> np.ndarray:
     screen, a Fashion-MNIST image itself) the garment is already bright on
     dark and is kept as it is.
     """
-    return gray if dark_background else 255 - gray
+    return gray if dark_background else cv2.bitwise_not(gray)
+
+
+def stretch_table(top: float, gamma: float = 1.0) -> np.ndarray:
+    """What `stretch` maps each garment intensity 0..255 to, uint8 (256,). Pure."""
+    scaled = np.clip(np.arange(256, dtype=np.float32) * (1.0 / top), 0.0, 1.0)  # 0..1
+    if gamma != 1.0:
+        scaled = scaled ** np.float32(gamma)
+    return np.rint(np.maximum(scaled * 255.0, GARMENT_FLOOR)).astype(np.uint8)
 
 
 def stretch(values: np.ndarray, mask: np.ndarray, gamma: float = 1.0) -> np.ndarray:
@@ -292,14 +384,14 @@ def stretch(values: np.ndarray, mask: np.ndarray, gamma: float = 1.0) -> np.ndar
     background. A gamma above 1 darkens the mid-tones and keeps 255 at 255
     (see INVERTED_GAMMA for why inverted photos get one).
     """
-    if not mask.any():
+    m = _u8(mask)
+    # A function of the uint8 value alone: a 256-entry table, and the percentile from
+    # a histogram, instead of float arithmetic on every pixel (same numbers).
+    counts = cv2.calcHist([values], [0], m, [256], [0, 256]).ravel()
+    if not counts.any():
         return np.zeros_like(values)
-    top = max(float(np.percentile(values[mask], 99)), 1.0)
-    scaled = np.clip(values.astype(np.float32) * (1.0 / top), 0.0, 1.0)  # 0..1
-    if gamma != 1.0:
-        scaled = scaled ** np.float32(gamma)
-    scaled = np.maximum(scaled * 255.0, GARMENT_FLOOR)
-    return np.where(mask, np.rint(scaled), 0).astype(np.uint8)
+    top = max(histogram_percentile(counts, 99), 1.0)
+    return cv2.multiply(cv2.LUT(values, stretch_table(top, gamma)), m)  # x 0/1: background exactly 0
 
 
 # -- 5. placing on the canvas -----------------------------------------------------
@@ -315,12 +407,11 @@ def fit_to_canvas(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     scale = min(out_h / h, out_w / w)
     new_h, new_w = max(1, min(out_h, round(h * scale))), max(1, min(out_w, round(w * scale)))
     resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-    canvas = np.zeros((out_h, out_w), np.uint8)
     # An odd leftover pixel goes above / left of the garment, as in 94% / 99.7%
     # of the Fashion-MNIST training images that have one.
     top, left = (out_h - new_h + 1) // 2, (out_w - new_w + 1) // 2
-    canvas[top:top + new_h, left:left + new_w] = resized
-    return canvas
+    return cv2.copyMakeBorder(resized, top, out_h - new_h - top, left, out_w - new_w - left,
+                              cv2.BORDER_CONSTANT, value=0)
 
 
 def full_range(image: np.ndarray) -> np.ndarray:
@@ -341,9 +432,19 @@ def photo_to_input(image: np.ndarray, size: tuple[int, int] = DEFAULT_SIZE) -> n
     (e.g. one colour) gives an all-black input, which the Classifier reports
     as unknown whatever the model says about it.
     """
-    bgr = shrink(to_bgr(image))  # (h, w, 3), longest side <= WORK_SIDE
-    mask, background = garment_mask(bgr)  # bool (h, w), Lab (5, 3)
-    return masked_input(bgr, mask, background, size)
+    return finish(photo_steps(image, size))
+
+
+def photo_steps(image: np.ndarray, size: tuple[int, int] = DEFAULT_SIZE) -> Steps:
+    """photo_to_input one step at a time: yields (step name, its result) after each
+    step and returns the model input. photo_to_input runs it to the end;
+    `tools.frame_profile` times the gaps between the steps."""
+    bgr = to_bgr(image)
+    yield "to_bgr", bgr
+    bgr = shrink(bgr)  # (h, w, 3), longest side <= WORK_SIDE
+    yield "shrink", bgr
+    mask, background = yield from mask_steps(bgr)  # bool (h, w), Lab (5, 3)
+    return (yield from input_steps(bgr, mask, background, size))
 
 
 def masked_input(bgr: np.ndarray, mask: np.ndarray, background: np.ndarray,
@@ -352,14 +453,38 @@ def masked_input(bgr: np.ndarray, mask: np.ndarray, background: np.ndarray,
     (h, w) mask and background Lab colours (5, 3) -> model input, uint8 `size`.
     Apart from photo_to_input so a different segmentation is measured with exactly
     the same intensities and placing (tools/segmentation_levers.py)."""
+    return finish(input_steps(bgr, mask, background, size))
+
+
+def input_steps(bgr: np.ndarray, mask: np.ndarray, background: np.ndarray,
+                size: tuple[int, int] = DEFAULT_SIZE) -> Steps:
+    """masked_input one step at a time, as photo_steps."""
     if not mask.any():
         return np.zeros(size, np.uint8)
     rows, cols = bounding_box(mask)
+    yield "bounding_box", (rows, cols)
     gray = cv2.cvtColor(bgr[rows, cols], cv2.COLOR_BGR2GRAY)  # (crop h, crop w)
+    yield "gray", gray
     dark = is_dark(background)
+    garment = garment_intensity(gray, dark)
+    yield "garment_intensity", garment
     gamma = 1.0 if dark else INVERTED_GAMMA  # a bright-on-dark photo is already like the dataset
-    garment = stretch(garment_intensity(gray, dark), mask[rows, cols], gamma)
-    return full_range(fit_to_canvas(garment, size))
+    garment = stretch(garment, mask[rows, cols], gamma)
+    yield "stretch", garment
+    canvas = fit_to_canvas(garment, size)
+    yield "fit_to_canvas", canvas
+    model_input = full_range(canvas)
+    yield "full_range", model_input
+    return model_input
+
+
+def finish(steps: Steps):
+    """Run a *_steps generator to the end and return what it returns."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 def naive_photo_to_input(image: np.ndarray, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:

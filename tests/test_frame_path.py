@@ -1,0 +1,287 @@
+"""The frame path: photo_to_input's steps (edge_runtime.photo.photo_steps), the faster
+step functions against straightforward reference versions of them, and the profiler
+(tools/frame_profile.py).
+
+The faster functions are meant to give the same numbers, not nearly the same: each
+test compares with a reference computed the plain way, bit for bit unless it says
+otherwise. What they all measured end to end: docs/photos.md ("The frame path").
+"""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_runtime import photo
+from edge_runtime.synthetic import synthetic_frame, synthetic_photos
+from tools import frame_profile as fp
+
+FRAME_STEPS = ["to_bgr", "shrink", "lab", "background_colors", "color_distance", "foreground", "clean_mask",
+               "main_blobs", "fill_holes", "bounding_box", "gray", "garment_intensity", "stretch", "fit_to_canvas",
+               "full_range"]
+
+
+def blobby_masks(n: int, seed: int = 0):
+    """Random masks with blobs, holes, specks and diagonal contacts: smoothed noise, thresholded."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        h, w = int(rng.integers(8, 100)), int(rng.integers(8, 100))
+        noise = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), float(rng.uniform(0.5, 3)))
+        yield noise > np.quantile(noise, rng.uniform(0.3, 0.95))
+
+
+# -- the steps are the pipeline ------------------------------------------------------
+
+def test_photo_steps_name_every_step_and_end_in_photo_to_input():
+    frame = synthetic_frame()
+    steps = photo.photo_steps(frame)
+    times, result = fp.run_steps(steps)
+    assert [name for name, _ in times] == FRAME_STEPS
+    assert np.array_equal(result, photo.photo_to_input(frame))
+    assert result.shape == photo.DEFAULT_SIZE and result.max() == 255
+
+
+def test_steps_stop_early_when_nothing_stands_out():
+    times, result = fp.run_steps(photo.photo_steps(np.full((120, 160, 3), 77, np.uint8)))
+    assert [name for name, _ in times] == FRAME_STEPS[:7]
+    assert result.shape == photo.DEFAULT_SIZE and result.max() == 0
+
+
+@pytest.mark.parametrize("name,image", synthetic_photos())
+def test_legacy_steps_compose_the_same_pipeline(name, image):
+    # The profiler's fallback for a photo.py without photo_steps must run what
+    # photo_to_input runs; check_steps raises if the results differ.
+    assert fp.check_steps(photo, image, (28, 28))[:2] == ["to_bgr", "shrink"]
+    _, legacy = fp.run_steps(fp.legacy_steps(photo, image, (28, 28)))
+    assert np.array_equal(legacy, photo.photo_to_input(image))
+
+
+# -- shrink: the box filter is INTER_AREA for odd factors ---------------------------------
+
+def every_block_sum(k: int, width: int) -> np.ndarray:
+    """A BGR image of k x k blocks, `width` blocks wide, holding every block sum 0..255*k*k
+    (spread over the three channels)."""
+    sums = np.arange(255 * k * k + 1)
+    per_channel = -(-len(sums) // 3)
+    sums = np.concatenate([sums, np.zeros(3 * per_channel - len(sums), int)]).reshape(3, per_channel).T
+    rows = -(-per_channel // width)
+    sums = np.vstack([sums, np.zeros((rows * width - per_channel, 3), int)])  # (blocks, 3)
+    pixel = np.arange(k * k)
+    full, rest = sums // 255, sums % 255  # the first `full` pixels 255, the next one `rest`
+    blocks = np.where(pixel[None, None] < full[..., None], 255,
+                      np.where(pixel[None, None] == full[..., None], rest[..., None], 0)).astype(np.uint8)
+    blocks = blocks.reshape(rows, width, 3, k, k).transpose(0, 3, 1, 4, 2)  # (rows, k, width, k, 3)
+    return np.ascontiguousarray(blocks.reshape(rows * k, width * k, 3))
+
+
+@pytest.mark.parametrize("k", [3, 5, 7, 9, 15])
+def test_shrink_by_an_odd_factor_is_inter_area_for_every_block_sum(k, monkeypatch):
+    monkeypatch.setattr(photo, "WORK_SIDE", 256)  # room for every sum of a 15x15 block
+    image = every_block_sum(k, 256)
+    assert image.shape[1] == 256 * k > image.shape[0]
+    expected = cv2.resize(image, (256, image.shape[0] // k), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(photo.shrink(image), expected)
+
+
+@pytest.mark.parametrize("shape", [(480, 640), (720, 1280), (1080, 1920), (288, 288), (300, 401), (97, 61)])
+def test_shrink_of_camera_sizes_is_inter_area(shape):
+    image = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    scale = photo.WORK_SIDE / max(shape)
+    size = (round(shape[1] * scale), round(shape[0] * scale)) if scale < 1 else (shape[1], shape[0])
+    expected = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1 else image
+    assert np.array_equal(photo.shrink(image), expected)
+
+
+# -- background colours and the colour distance ------------------------------------------
+
+@pytest.mark.parametrize("n", [1, 2, 7, 64, 1792, 1793])
+def test_median_is_numpys(n):
+    samples = np.random.default_rng(n).integers(0, 256, (4, n, 3), dtype=np.uint8)
+    got = photo.median(samples, axis=1)
+    assert got.dtype == np.float32
+    assert np.array_equal(got, np.median(samples, axis=1).astype(np.float32))
+
+
+def test_background_colors_are_the_medians_of_border_and_corners():
+    lab = cv2.cvtColor(photo.shrink(synthetic_frame()), cv2.COLOR_BGR2LAB)
+    t = round(96 * photo.CORNER_FRACTION)
+    corners = [lab[:t, :t], lab[:t, -t:], lab[-t:, :t], lab[-t:, -t:]]
+    expected = [np.median(photo.border_pixels(lab).astype(np.float32), axis=0)]
+    expected += [np.median(c.reshape(-1, 3).astype(np.float32), axis=0) for c in corners]
+    assert np.array_equal(photo.background_colors(lab), np.stack(expected))
+
+
+def test_color_distance_is_the_weighted_distance_to_the_nearest_colour():
+    rng = np.random.default_rng(2)
+    lab = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    lab[0, :6] = [[0, 0, 0], [255, 255, 255], [0, 255, 0], [255, 0, 255], [128, 128, 128], [1, 254, 3]]  # extremes
+    colors = rng.integers(0, 511, (5, 3)) / 2  # medians of uint8: whole or half numbers
+    colors[0] = [255, 0, 255]
+    weights = np.array([photo.LIGHTNESS_WEIGHT ** 2, 1, 1])
+    squared = ((lab[:, :, None, :].astype(np.float64) - colors) ** 2 * weights).sum(axis=3).min(axis=2)
+    # exact in float64 (multiples of 1/16), so exact in float32 too; then one correctly rounded sqrt
+    expected = np.sqrt(squared.astype(np.float32))
+    got = photo.color_distance(lab, colors)
+    assert got.dtype == np.float32 and np.array_equal(got, expected)
+
+
+# -- the mask --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 1792])
+@pytest.mark.parametrize("q", [0.0, 37.5, 50.0, 75.0, 99.0, 100.0])
+def test_percentile_is_numpys(n, q):
+    values = (np.random.default_rng(n).random(n) * 80).astype(np.float32)
+    # numpy has computed this interpolation in float32 or float64 over its versions: 1e-6 relative
+    assert photo.percentile(values, q) == pytest.approx(float(np.percentile(values, q)), rel=1e-6, abs=0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_histogram_percentile_is_numpys(seed):
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, int(rng.integers(1, 256)) + 1, int(rng.integers(1, 5000))).astype(np.uint8)
+    counts = np.bincount(values, minlength=256)
+    for q in (0, 1, 50, 98.5, 99, 100):
+        assert photo.histogram_percentile(counts, q) == float(np.percentile(values, q))
+
+
+def test_mask_steps_match_plain_versions():
+    for mask in blobby_masks(60):
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        expected_blobs = np.isin(labels, 1 + np.flatnonzero(areas >= photo.KEEP_FRACTION * areas.max()))
+        blobs = photo.main_blobs(mask)
+        assert blobs.dtype == bool and np.array_equal(blobs, expected_blobs)
+
+        padded = np.pad(blobs, 1).astype(np.uint8)
+        cv2.floodFill(padded, None, (0, 0), 1)  # 1 also on the garment: reached = outside or garment
+        expected_filled = ~(padded[1:-1, 1:-1].astype(bool) & ~blobs)
+        filled = photo.fill_holes(blobs)
+        assert filled.dtype == bool and np.array_equal(filled, expected_filled)
+        assert filled.sum() >= blobs.sum()
+
+        rows, cols = np.flatnonzero(filled.any(axis=1)), np.flatnonzero(filled.any(axis=0))
+        assert photo.bounding_box(filled) == (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+
+        side = max(3, round(min(mask.shape) * photo.KERNEL_FRACTION) | 1)
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
+        closed = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, kernel)
+        expected_clean = cv2.morphologyEx(closed, cv2.MORPH_OPEN, kernel).astype(bool)
+        assert np.array_equal(photo.clean_mask(mask), expected_clean)
+
+
+def test_main_blobs_of_an_empty_mask_is_empty():
+    empty = np.zeros((20, 30), bool)
+    assert not photo.main_blobs(empty).any() and photo.main_blobs(empty).shape == (20, 30)
+
+
+# -- intensities and the canvas --------------------------------------------------------
+
+def plain_stretch(values, mask, gamma):
+    """stretch as float arithmetic on every pixel: the reference for the table version."""
+    if not mask.any():
+        return np.zeros_like(values)
+    top = max(float(np.percentile(values[mask], 99)), 1.0)
+    scaled = np.clip(values.astype(np.float32) * (1.0 / top), 0.0, 1.0)
+    if gamma != 1.0:
+        scaled = scaled ** np.float32(gamma)
+    scaled = np.maximum(scaled * 255.0, photo.GARMENT_FLOOR)
+    return np.where(mask, np.rint(scaled), 0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("gamma", [1.0, 2.0, 0.7])
+def test_stretch_table_gives_the_float_arithmetic(gamma):
+    rng = np.random.default_rng(int(gamma * 10))
+    for mask in blobby_masks(30, seed=int(gamma * 10)):
+        values = rng.integers(0, int(rng.integers(1, 256)) + 1, mask.shape).astype(np.uint8)
+        crop = (slice(1, None), slice(0, -1))  # a view, as photo_to_input passes the cropped mask
+        assert np.array_equal(photo.stretch(values[crop], mask[crop], gamma),
+                              plain_stretch(values[crop], mask[crop], gamma))
+
+
+def test_fit_to_canvas_centres_like_the_dataset():
+    image = np.full((40, 10), 200, np.uint8)
+    canvas = photo.fit_to_canvas(image, (28, 28))
+    assert canvas.shape == (28, 28) and canvas.dtype == np.uint8
+    columns = np.flatnonzero(canvas.any(axis=0))
+    assert (columns[0], columns[-1]) == (11, 17)  # 7 px wide; the odd leftover pixel goes left: 11 | 7 | 10
+    assert canvas[:, columns].min() == 200
+
+
+def test_garment_intensity_inverts_unless_dark():
+    gray = np.array([[0, 100, 255]], np.uint8)
+    assert photo.garment_intensity(gray, False).tolist() == [[255, 155, 0]]
+    assert photo.garment_intensity(gray, True) is gray
+
+
+# -- the profiler ------------------------------------------------------------------------
+
+def test_frame_profile_times_every_step():
+    frame = synthetic_frame()
+    result = fp.frame_profile(frame, runs=5, warmup=1)
+    assert list(result["steps"]) == FRAME_STEPS
+    assert all(us > 0 for us in result["steps"].values())
+    assert result["sum_us"] == pytest.approx(sum(result["steps"].values()), abs=0.1)
+    assert result["total_us"] > 0 and result["runs"] == 5
+
+
+def test_frame_profile_alternates_modules():
+    other = fp.photo_module((fp.ROOT / "edge_runtime" / "photo.py").read_text(), "copy", [("WORK_SIDE", 64)])
+    assert other.WORK_SIDE == 64 and isinstance(other.WORK_SIDE, int) and photo.WORK_SIDE == 128
+    result = fp.frame_profile(synthetic_frame(), runs=3, warmup=0, photos={"a": photo, "b": other})
+    assert set(result) == {"a", "b"} and list(result["b"]["steps"]) == FRAME_STEPS
+    assert other.shrink(synthetic_frame()).shape == (48, 64, 3)
+
+
+def test_frame_profile_rejects_no_runs():
+    with pytest.raises(ValueError):
+        fp.frame_profile(synthetic_frame(), runs=0)
+
+
+def test_camera_frame_crops_to_the_frame_aspect_then_resizes():
+    tall = np.zeros((300, 100, 3), np.uint8)
+    tall[:, :, 2] = np.arange(300)[:, None] // 2  # red rises down the image
+    frame = fp.camera_frame(tall)
+    assert frame.shape == (480, 640, 3)
+    # 100 wide -> a 100x75 centre crop (rows 112..186), red values 56..93
+    assert 55 <= frame[:, :, 2].min() and frame[:, :, 2].max() <= 94
+    assert fp.centre_roi(frame).shape == (288, 288, 3)
+
+
+def test_profile_frames_are_camera_frames_and_their_roi():
+    frames = fp.profile_frames()
+    assert len(frames) == 2 * (1 + len(fp.CAMERA_PHOTOS))
+    for name, frame in frames.items():
+        assert frame.shape == ((288, 288, 3) if name.endswith("centre ROI") else (480, 640, 3))
+
+
+@pytest.mark.parametrize("text", ["WORK_SIDE", "=3", "WORK_SIDE=big", "1x=2"])
+def test_bad_settings_are_usage_errors(text):
+    import argparse
+    with pytest.raises(argparse.ArgumentTypeError):
+        fp.parse_setting(text)
+
+
+def test_a_setting_must_name_a_numeric_constant():
+    from edge_runtime.errors import UsageError
+    with pytest.raises(UsageError, match="NO_SUCH"):
+        fp.photo_module("X = 1\n", "t", [("NO_SUCH", 1.0)])
+
+
+def test_main_writes_json_and_markdown(tmp_path, capsys):
+    assert fp.main(["--runs", "2", "--warmup", "0", "--frames", "synthetic", "--against", "WORKTREE",
+                    "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "frame_path.json").read_text())
+    assert list(report["frames"]) == ["synthetic", "synthetic, centre ROI"]
+    entry = report["frames"]["synthetic"]
+    assert entry["identical"] is True and list(entry["profile"]["steps"]) == FRAME_STEPS
+    text = (tmp_path / "frame_path.md").read_text()
+    assert "| shrink |" in text and "photo_to_input" in text and "Load average" in text
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_main_with_no_matching_frame_is_a_usage_error(tmp_path, capsys):
+    assert fp.main(["--frames", "no-such-frame", "--out", str(tmp_path)]) == 2
+    assert "no frame's name contains" in capsys.readouterr().err
