@@ -463,3 +463,23 @@ def test_bench_smoke_then_previous_run_and_recomputed_accuracy(tiny_run, tiny_mo
     assert targets["int8_speedup"]["met"] is None  # no Keras rows this time: not measured, not failed
     assert targets["int8_vs_peak"]["met"] is None and second.get("measured_peak") is None  # --no_peak
     assert not second.get("op_profile")
+
+
+@pytest.mark.slow
+def test_peak_models_are_built_once_and_a_damaged_one_again(tmp_path):
+    """The TensorFlow child builds what is missing; a damaged cached model is rebuilt, the others kept."""
+    cache = tmp_path / "int8_peak"
+    paths = cpu_peak.ensure_peak_models(cache, modes=("int8",))
+    assert set(paths) == {(name, "int8") for name, _, _ in cpu_peak.PEAK_LAYERS}
+    for (name, _), path in paths.items():
+        op = dict((n, o) for n, o, _ in cpu_peak.PEAK_LAYERS)[name]
+        assert cpu_peak._usable(path, op)
+    damaged, *kept = paths.values()
+    before = {p: p.stat().st_mtime_ns for p in kept}
+    damaged.write_bytes(damaged.read_bytes()[:500])
+    again = cpu_peak.ensure_peak_models(cache, modes=("int8",))
+    assert again == paths and damaged.stat().st_size > 500
+    assert {p: p.stat().st_mtime_ns for p in kept} == before  # not rebuilt
+    rows = cpu_peak.time_peak_models({k: v for k, v in paths.items() if k[0] == "conv_14x14x64_to_64"}, quick=True)
+    (row,) = rows
+    assert row["macs"] == 14 * 14 * 64 * 9 * 64 and row["gmacs_per_s"] > 0 and row["median_us"] > 0
