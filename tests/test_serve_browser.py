@@ -4,7 +4,8 @@ The command runs as a user starts it, on a generated video of three garments
 the test model tells apart; the browser opens the page and must see the
 video, the region of interest, the model input and the label change as the
 garment changes. Clicking a class button must leave that frame's region of
-interest in the collect directory. A screenshot of the page is kept
+interest in the collect directory; with --own, the button also counts it as
+an own photo, and 'forget' sets the class's photos aside. A screenshot of the page is kept
 (SERVE_SCREENSHOT=docs/serve.png writes it there too).
 
 Needs Debian's chromium and chromium-driver (.ci/run installs them) and
@@ -135,7 +136,7 @@ def test_page_shows_the_camera_labels_change_and_a_button_saves_the_frame(garmen
         assert len(labels_seen_in_order) >= 3  # it changed at least twice, live, without a reload
 
         # One button per class and one for none; clicking saves that frame.
-        buttons = browser.find_elements(By.CSS_SELECTOR, "#buttons button")
+        buttons = browser.find_elements(By.CSS_SELECTOR, "#buttons button.label")
         assert [b.get_attribute("data-label") for b in buttons][-1] == "none" and len(buttons) == 11
         current = browser.find_element(By.ID, "label").text
         target = current if current in expected else sorted(expected)[0]
@@ -163,3 +164,53 @@ def test_page_shows_the_camera_labels_change_and_a_button_saves_the_frame(garmen
         finally:
             proc.kill()
     assert proc.returncode == 0 and "stopped (SIGTERM)" in err and "Traceback" not in err
+
+
+def test_own_photos_counted_on_the_buttons_and_forgotten(garments, garment_video, tiny_int8_model, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support import expected_conditions
+
+    own = tmp_path / "own"
+    proc, banner = start_cli(str(garment_video), "--port", "0", "--model", str(tiny_int8_model), "--own", str(own))
+    try:
+        browser.get(local_url(banner))
+        js = browser.execute_script
+        wait_until(lambda: js("return document.getElementById('input').naturalWidth") == 28, 20, "a first frame")
+
+        def cell(label: str):
+            return next(c for c in browser.find_elements(By.CSS_SELECTOR, "#buttons .cls")
+                        if c.get_attribute("data-label") == label)
+        target = garments[0][1]
+        button = cell(target).find_element(By.CSS_SELECTOR, "button.label")
+        forget = cell(target).find_element(By.CSS_SELECTOR, "button.forget")
+        wait_until(lambda: button.text.endswith("0 saved · 0 own"), 10, "the counts from /api/info")
+        assert not forget.is_displayed()  # nothing to forget yet
+        assert "own photos" in browser.find_element(By.ID, "collect-note").text
+
+        for n in (1, 2):
+            button.click()
+            wait_until(lambda: button.text.endswith(f"{n} saved · {n} own"), 10, f"the count after click {n}")
+        assert "2 own photos of " + target in browser.find_element(By.ID, "status").text
+        assert forget.is_displayed()
+        folder = own / target.replace("/", "_")
+        assert len(list(folder.glob("*.jpg"))) == 2 and (own / "imprint.json").is_file()
+
+        forget.click()
+        WebDriverWait(browser, 5).until(expected_conditions.alert_is_present())
+        browser.switch_to.alert.accept()  # "Forget your own photos of ...?"
+        wait_until(lambda: button.text.endswith("0 saved · 0 own"), 10, "the count after forget")
+        assert browser.find_element(By.ID, "status").text.startswith(f"forgot 2 own photos of {target}")
+        assert not forget.is_displayed() and not folder.exists()
+        assert len(list((own / ".forgotten").glob(f"*/{folder.name}/*.jpg"))) == 2  # set aside, not deleted
+
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err
+    assert "own photos: 0 in 0 classes" in err and err.count("saved ") == 2 and "forgot 2 own photos" in err

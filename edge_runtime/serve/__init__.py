@@ -3,16 +3,21 @@
     python -m edge_runtime serve                           # http://127.0.0.1:8080/, this machine only
     python -m edge_runtime serve --host 0.0.0.0 --collect photos/   # the LAN; labelling needs the printed token
     python -m edge_runtime serve clip.mp4 --port 0         # a video file, in a loop; any free port
+    python -m edge_runtime serve --own my-photos/          # own photos mixed in; the buttons add to them
 
     GET  /                 the page: live video, region of interest, top-k, model input, fps, label buttons
     GET  /stream.mjpg      the camera as multipart/x-mixed-replace JPEG frames
     GET  /frame.jpg        the latest frame;   GET /input.png: the 28x28 input the model saw
     GET  /api/latest       the latest prediction (classify --json's fields, frame number, time);
                            ?after=N waits up to 2 s for a frame newer than N
-    GET  /api/info         labels, model metadata, source, whether labelling is on
+    GET  /api/info         labels, model metadata, source, whether labelling is on, photos per class
+                           saved ("counts") and own photos per class ("own", with --own)
     POST /api/classify     an image in the body -> what `classify --json` says of that file
     POST /api/label        {"label": "Sneaker"}: save the current frame's region of interest
-                           as <collect dir>/Sneaker/<time>.jpg, the layout `train --photos` reads
+                           as <collect dir>/Sneaker/<time>.jpg, the layout `train --photos` reads;
+                           with --own DIR it is saved in DIR and added to the own photos at once
+    POST /api/forget       {"label": "Sneaker"}: with --own, drop that class's own photos; its
+                           folder moves to DIR/.forgotten/<time>/Sneaker/
     GET  /healthz          200 while frames arrive, 503 when the camera stalled
 
 The package, pure parts first: `http` (answers as values, body limits),

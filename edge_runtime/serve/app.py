@@ -11,6 +11,7 @@ details go to the log, not to the client.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -109,9 +110,11 @@ ROUTES = {
     "/api/info": {"GET": "info"},
     "/api/classify": {"POST": "classify"},
     "/api/label": {"POST": "label"},
+    "/api/forget": {"POST": "forget"},
     "/healthz": {"GET": "healthz"},
 }
-WRITING = ("classify", "label")  # need the token when one is set
+WRITING = ("classify", "label", "forget")  # need the token when one is set
+LABELLING = ("label", "forget")  # a JSON body {"label": ...}, rate-limited as people click
 
 PAGE_HEADERS = (
     # Everything the page needs is in it: no other site is ever contacted.
@@ -133,6 +136,7 @@ class App:
     latest: Latest
     classify_image: Callable[[np.ndarray], object]  # BGR image -> Result, for uploads (thread-safe)
     collect_dir: Path | None = None
+    own: object = None  # own.OwnPhotos with --own (collect_dir is its folder), else None
     token: str | None = None
     loopback: bool = True
     host_names: frozenset = frozenset()  # on a LAN bind: this machine's names and --allow_host
@@ -185,7 +189,7 @@ class App:
                 if host_ok or e.status == 429:
                     raise
                 raise HttpError(403, self._host_refusal(headers.get("Host"))) from None
-        if endpoint == "label" and headers.get("Content-Type", "").split(";")[0].strip().lower() != LABEL_CONTENT_TYPE:
+        if endpoint in LABELLING and headers.get("Content-Type", "").split(";")[0].strip().lower() != LABEL_CONTENT_TYPE:
             # Also keeps plain HTML forms on other sites out: they can't send JSON.
             raise HttpError(415, f"send the label as {LABEL_CONTENT_TYPE}: "
                                  '{"label": "<class name>"} with Content-Type: application/json')
@@ -262,9 +266,9 @@ class App:
                 return STREAM
             if endpoint in WRITING:
                 n = body_length(headers, self.body_limit(endpoint))
-                if endpoint == "label":
+                if endpoint in LABELLING:
                     self._limit_labels(client)
-                    return self.label(read_body(n))
+                    return getattr(self, endpoint)(read_body(n))
                 return self.upload(read_body, n)
             return getattr(self, endpoint)(query)
         except HttpError as e:
@@ -327,7 +331,8 @@ class App:
                       "accuracy": accuracy.get("accuracy"), "photo_accuracy": photos,
                       "threshold": self.threshold, "created": self.metadata.get("created")},
             "source": self.source_name, "collect": self.collect_dir is not None,
-            "counts": self.counts(), "token_required": self.token is not None, "top_k": self.top_k,
+            "counts": self.counts(), "own": self.own.counts() if self.own is not None else None,
+            "token_required": self.token is not None, "top_k": self.top_k,
             "version": __version__,
         })
 
@@ -357,6 +362,8 @@ class App:
                        max_bytes=self.max_decode_bytes)
         result = self.classify_image(image)
         record = {**result.to_dict(), "unknown": result.is_unknown}
+        if self.own is not None:  # as classify --own --json says it
+            record["own_photos"] = sum(self.own.counts().values())
         if warnings:
             record["warnings"] = warnings
         return json_response(record)
@@ -365,9 +372,11 @@ class App:
         from ..collect import class_folder, save_frame
 
         if self.collect_dir is None:
-            raise HttpError(409, "labelling is off: start serve with --collect DIR")
+            raise HttpError(409, "labelling is off: start serve with --collect DIR or --own DIR")
         label = parse_label(body, self.choices)
         snapshot = self._snapshot()
+        if self.own is not None and self.own.full:
+            raise HttpError(409, "the own photos are as many as an imprint takes; forget a class first")
         root = self.collect_dir.resolve()
         folder = self.collect_dir / class_folder(label)
         # The name is the model's own label, but the folder could be a symbolic
@@ -376,20 +385,54 @@ class App:
             self.log.error(f"not saving {label}: {folder} leads outside {self.collect_dir}; remove that link")
             raise HttpError(409, f"the folder for {label} leads outside the collect folder; the server's log "
                                  "says which")
-        try:
-            path = save_frame(self.collect_dir, label, self.labels, snapshot.roi())
-        except OSError as e:  # a full disk, a read-only or vanished folder: the person at the device must know
+        with self.own.lock if self.own is not None else contextlib.nullcontext():  # no forget in between
+            try:
+                path = save_frame(self.collect_dir, label, self.labels, snapshot.roi())
+            except OSError as e:  # a full disk, a read-only or vanished folder: the person at the device must know
+                with self._count_lock:
+                    self.save_failures += 1
+                self.log.error(f"can't save a {label} photo in {self.collect_dir}: {e.strerror or e}")
+                raise HttpError(507 if e.errno in (errno.ENOSPC, errno.EDQUOT) else 500,
+                                f"can't save the photo: {e.strerror or type(e).__name__}; the server's log says where")
             with self._count_lock:
-                self.save_failures += 1
-            self.log.error(f"can't save a {label} photo in {self.collect_dir}: {e.strerror or e}")
+                self.saved += 1
+            saved = path.relative_to(self.collect_dir).as_posix()
+            answer = {"saved": saved, "label": label, "frame": snapshot.number, "count": photo_count(folder)}
+            if self.own is None:
+                self.log.info(f"saved {saved} (frame {snapshot.number})")
+                return json_response(answer)
+            answer["own"] = self._add_own(path, saved, label, snapshot.number)
+        return json_response(answer)
+
+    def _add_own(self, path: Path, saved: str, label: str, frame: int) -> int | None:
+        """Embed a saved photo into the own photos: its label's count of them, None if it failed
+        (the photo stays saved and is imprinted at the next start). One log line either way."""
+        try:
+            note = self.own.add(path, label)
+        except (ImageError, OSError) as e:
+            self.log.error(f"saved {saved} (frame {frame}) but can't add it to the own photos: {e}")
+            return None
+        count = self.own.counts()[label]
+        self.log.info(f"saved {saved} (frame {frame}), own photos of {label}: {count}"
+                      + (f"; {note}" if note else ""))
+        return count
+
+    def forget(self, body: bytes) -> Response:
+        """Drop a class's own photos from the imprint; its folder moves to <own dir>/.forgotten/<time>/."""
+        if self.own is None:
+            raise HttpError(409, "there are no own photos to forget: start serve with --own DIR")
+        label = parse_label(body, self.choices)
+        try:
+            forgotten, moved_to, note = self.own.forget(label)
+        except OSError as e:
+            self.log.error(f"can't forget the {label} photos: moving their folder failed: {e.strerror or e}")
             raise HttpError(507 if e.errno in (errno.ENOSPC, errno.EDQUOT) else 500,
-                            f"can't save the photo: {e.strerror or type(e).__name__}; the server's log says where")
-        with self._count_lock:
-            self.saved += 1
-        saved = path.relative_to(self.collect_dir).as_posix()
-        self.log.info(f"saved {saved} (frame {snapshot.number})")
-        return json_response({"saved": saved, "label": label, "frame": snapshot.number,
-                              "count": photo_count(folder)})
+                            f"can't move the {label} photos aside: {e.strerror or type(e).__name__}; "
+                            "the server's log says where")
+        self.log.info(f"forgot {forgotten} own photos of {label}"
+                      + (f", files moved to {moved_to}/" if moved_to else "") + (f"; {note}" if note else ""))
+        return json_response({"label": label, "forgotten": forgotten, "moved_to": moved_to,
+                              "own": self.own.counts()[label]})
 
     def counts(self) -> dict[str, int]:
         from ..collect import class_folder
@@ -439,6 +482,12 @@ class UploadClassifier:
         model_input = photo_to_input(image, self.classifier.input_size)  # outside the lock: OpenCV only
         with self._lock:
             return self.classifier.classify_input(model_input, self.top_k)
+
+    def embed(self, images: list[np.ndarray]) -> np.ndarray:
+        """Embeddings of decoded photos (imprint.embed_photos) on this interpreter, between uploads."""
+        from ..imprint import embed_photos
+        with self._lock:
+            return embed_photos(self.classifier, images)
 
 
 def photo_count(folder: Path) -> int:

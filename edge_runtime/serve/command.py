@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..argtypes import count, positive_int, positive_number
+from ..argtypes import add_own_argument, count, positive_int, positive_number
 from ..deployed import default_model_path
 from ..errors import UsageError
+from ..own import FORGOTTEN, OwnPhotos, load_own, saving_folder
 from . import logs
 from .access import WILDCARD_HOSTS, is_loopback, machine_names
 from .app import MAX_UPLOAD_MB, App, UploadClassifier
@@ -105,6 +106,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--collect", type=Path, default=None, metavar="DIR",
                         help="turn on the label buttons: each saves the frame's region of interest as "
                              "DIR/<class>/<time>.jpg, for python -m train --photos DIR")
+    add_own_argument(parser, saves=True)
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV_VAR) or None,
                         help=f"the token labelling and uploads need, {MIN_TOKEN_CHARS} characters or more "
                              f"(default: ${TOKEN_ENV_VAR}, else one is generated when --host is not a loopback "
@@ -132,14 +134,14 @@ def resolve_token(token: str | None, host: str) -> tuple[str | None, bool]:
     return secrets.token_urlsafe(12), True
 
 
-def prepare_collect_dir(path: Path) -> Path:
+def prepare_collect_dir(path: Path, flag: str = "--collect") -> Path:
     """Create the collect dir and check it takes files, so a bad path is an error at start, not at a click."""
     import tempfile
     try:
         path.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
     except OSError as e:
-        raise UsageError(f"--collect {path}: can't write there ({e.strerror or e})") from e
+        raise UsageError(f"{flag} {path}: can't write there ({e.strerror or e})") from e
     return path
 
 
@@ -224,7 +226,10 @@ class Service:
             lines.append(f"labelling and uploads need the token {self.app.token}"
                          + (" (generated; --token or $" + TOKEN_ENV_VAR + " to fix one)" if self.token_generated
                             else "") + "; the links above carry it")
-        if self.app.collect_dir is not None:
+        if self.app.own is not None:
+            lines.append(f"labelled photos go to {self.app.collect_dir}/<class>/ and count as own photos at once; "
+                         f"'forget' moves a class's to {self.app.collect_dir}/{FORGOTTEN}/")
+        elif self.app.collect_dir is not None:
             lines.append(f"labelled photos go to {self.app.collect_dir}/<class>/ (python -m train --photos "
                          f"{self.app.collect_dir})")
         lines.append("Ctrl-C to stop")
@@ -244,7 +249,10 @@ def start(args, opener=None, log: Callable[[str], None] | None = None) -> Servic
     if (args.width is None) != (args.height is None):
         raise UsageError("give both --width and --height, or neither")
     token, generated = resolve_token(args.token, args.host)
-    collect = prepare_collect_dir(args.collect) if args.collect is not None else None
+    collect_arg, flag = args.collect, "--collect"
+    if args.own is not None:  # the buttons save into the own-photo folder
+        collect_arg, flag = saving_folder(args.own, args.collect), "--own"
+    collect = prepare_collect_dir(collect_arg, flag) if collect_arg is not None else None
     if collect is not None:
         for path in remove_partials(collect, process_alive):
             LOG.info(f"removed {path.relative_to(collect)}, left by a run that was killed")
@@ -254,6 +262,11 @@ def start(args, opener=None, log: Callable[[str], None] | None = None) -> Servic
     # upload must never wait for, or hold up, the camera loop.
     uploads = UploadClassifier(Classifier(model, num_threads=args.threads, metadata=classifier.metadata,
                                           threshold=classifier.threshold), args.top_k)
+    own, own_lines = None, []
+    if args.own is not None:  # after the model: the photos go through it; before the first frame
+        imprint = load_own(collect, classifier, say=own_lines.append)
+        uploads.classifier.own = imprint
+        own = OwnPhotos(collect, imprint, [classifier, uploads.classifier], uploads.embed)
     spec = capture.parse_source(args.source, args.camera, width=args.width, height=args.height, fps=args.fps)
     latest = Latest()
     loopback = is_loopback(args.host)
@@ -261,7 +274,7 @@ def start(args, opener=None, log: Callable[[str], None] | None = None) -> Servic
               latest=latest, classify_image=uploads, collect_dir=collect, token=token, loopback=loopback,
               host_names=frozenset() if loopback else machine_names(socket.gethostname(), args.allow_host),
               source_name=public_source_name(spec), model_name=Path(model).name,
-              top_k=args.top_k, max_upload_bytes=int(args.max_upload_mb * 2**20))
+              top_k=args.top_k, max_upload_bytes=int(args.max_upload_mb * 2**20), own=own)
     server = make_server(args.host, args.port, app, args.max_clients, args.client_timeout)
     try:
         stream = capture.FrameStream(spec, opener=opener, loop=not spec.live,  # opens it: CameraError names it
@@ -281,6 +294,8 @@ def start(args, opener=None, log: Callable[[str], None] | None = None) -> Servic
     if log is not None:
         service.log_handlers.append(logs.to_callable(log))
     service_box.append(service)
+    for line in own_lines:  # 'own photos: ...' and its warnings, in the log
+        logs.log_line(line)
     return service.start()
 
 

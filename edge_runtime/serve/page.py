@@ -6,7 +6,7 @@ and no package data to install beside the code. It talks to the server
 only through the public endpoints: /stream.mjpg for the video,
 /api/latest?after=N (answered as soon as a newer frame exists) for the
 labels, /input.png for the model input, /api/info once, /api/label for the
-buttons. A token, when the server needs one, comes in the address's
+buttons, /api/forget for a class's 'forget' (with --own). A token, when the server needs one, comes in the address's
 fragment (#token=...), which the browser never sends to a server.
 
 Element ids are what tests/test_serve_browser.py looks for.
@@ -54,6 +54,11 @@ h2 { font-size: 15px; margin: 18px 0 8px; }
 #buttons button:hover:enabled { background: #eaeef2; border-color: #afb8c1; }
 #buttons button:disabled { opacity: .55; cursor: default; }
 #buttons .n { color: var(--mute); font-size: 12px; }
+#buttons .cls { display: flex; flex-direction: column; gap: 2px; }
+#buttons button.forget { padding: 1px 4px; font-size: 12px; color: var(--mute); background: none; border: none;
+                         text-decoration: underline; }
+#buttons button.forget[hidden] { display: none; }
+#buttons.own button.forget[hidden] { display: block; visibility: hidden; }  /* rows stay even */
 #status { min-height: 1.45em; margin: 10px 0 0; color: var(--mute); overflow-wrap: anywhere; }
 #status.error { color: #cf222e; }
 </style>
@@ -118,49 +123,92 @@ async function loadInfo() {
   parts.push(info.labels.length + " classes");
   $("model").textContent = parts.join(" · ");
   $("source").textContent = info.source;
-  $("collect-note").textContent = info.collect
+  $("collect-note").textContent = info.own
+    ? "Each button saves the region in the box as one of your own photos of that class; the model uses it at "
+      + "once. 'forget' sets a class's own photos aside."
+    : info.collect
     ? "Each button saves the region in the box as a photo of that class, for python -m train --photos."
-    : "Labelling is off: start serve with --collect DIR to turn these buttons on.";
+    : "Labelling is off: start serve with --collect DIR (or --own DIR) to turn these buttons on.";
   const box = $("buttons");
   box.textContent = "";
+  box.className = info.own ? "own" : "";
   for (const label of info.choices) {
+    const cell = document.createElement("div");
+    cell.className = "cls";
+    cell.dataset.label = label;
     const b = document.createElement("button");
     b.type = "button";
+    b.className = "label";
     b.dataset.label = label;
     b.disabled = !info.collect;
     const n = document.createElement("span");
     n.className = "n";
-    n.textContent = info.collect ? (info.counts[label] || 0) + " saved" : "";
     b.append(label, document.createElement("br"), n);
     b.addEventListener("click", () => save(label, b));
-    box.append(b);
+    const f = document.createElement("button");
+    f.type = "button";
+    f.className = "forget";
+    f.textContent = "forget";
+    f.title = "set the own photos of " + label + " aside";
+    f.addEventListener("click", () => forget(label, f));
+    cell.append(b, f);
+    box.append(cell);
+    showCounts(label, info.counts[label] || 0, info.own ? info.own[label] || 0 : null);
+  }
+}
+
+// "3 saved", and with --own "· 2 own" and the class's forget action while it has own photos.
+function showCounts(label, saved, own) {
+  const cell = [...$("buttons").children].find((c) => c.dataset.label === label);
+  cell.querySelector(".n").textContent = !info.collect ? "" : saved + " saved" + (own == null ? "" : " · " + own + " own");
+  cell.querySelector(".forget").hidden = !own;
+}
+
+// A POST of {label} to a labelling endpoint; asks for the token once if the server wants it.
+async function post(url, label) {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const headers = {"Content-Type": "application/json"};
+    if (token) headers["Authorization"] = "Bearer " + token;
+    const r = await fetch(url, {method: "POST", headers, body: JSON.stringify({label})});
+    const d = await r.json().catch(() => ({error: "HTTP " + r.status}));
+    if ((r.status === 401 || r.status === 403) && attempt === 0 && d.error && d.error.includes("token")) {
+      const given = prompt("This server needs its token (serve printed it at start):");
+      if (!given) throw new Error(d.error);
+      token = given.trim();
+      sessionStorage.setItem(TOKEN_KEY, token);
+      continue;
+    }
+    if (!r.ok) throw new Error(d.error || "HTTP " + r.status);
+    return d;
   }
 }
 
 async function save(label, button) {
   button.disabled = true;
   try {
-    for (let attempt = 0; attempt < 2; attempt++) {
-      const headers = {"Content-Type": "application/json"};
-      if (token) headers["Authorization"] = "Bearer " + token;
-      const r = await fetch("/api/label", {method: "POST", headers, body: JSON.stringify({label})});
-      const d = await r.json().catch(() => ({error: "HTTP " + r.status}));
-      if ((r.status === 401 || r.status === 403) && attempt === 0 && d.error && d.error.includes("token")) {
-        const given = prompt("This server needs its token (serve printed it at start):");
-        if (!given) throw new Error(d.error);
-        token = given.trim();
-        sessionStorage.setItem(TOKEN_KEY, token);
-        continue;
-      }
-      if (!r.ok) throw new Error(d.error || "HTTP " + r.status);
-      say("saved " + d.saved + " (frame " + d.frame + ")");
-      button.querySelector(".n").textContent = d.count + " saved";
-      return;
-    }
+    const d = await post("/api/label", label);
+    say("saved " + d.saved + " (frame " + d.frame + ")" + (d.own == null ? "" : ", " + d.own + " own photos of " + label));
+    showCounts(label, d.count, info.own ? d.own : null);
   } catch (e) {
     say(e.message, true);
   } finally {
     button.disabled = !(info && info.collect);
+  }
+}
+
+async function forget(label, button) {
+  if (!confirm("Forget your own photos of " + label + "? They are moved aside, into .forgotten/ in the photo folder."))
+    return;
+  button.disabled = true;
+  try {
+    const d = await post("/api/forget", label);
+    say("forgot " + d.forgotten + " own photos of " + label + (d.moved_to ? " (files moved to " + d.moved_to + "/)" : ""));
+    info.counts[label] = 0;  // the class folder moved aside with its photos
+    showCounts(label, 0, d.own);
+  } catch (e) {
+    say(e.message, true);
+  } finally {
+    button.disabled = false;
   }
 }
 
