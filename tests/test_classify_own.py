@@ -34,19 +34,21 @@ OWN_EACH, TEST_EACH = 5, 10
 SUMMARY = re.compile(r"own photos: (\d+) in (\d+) class(?:es)? from (.+) \(imprinted (\d+) new in (\d+\.\d\d) s\)")
 
 
-def phone_photos() -> dict[str, list[Path]]:
-    """The set's phone photos (clothing-dataset-small) by label, in the CSV's order."""
+def phone_photos(dataset: str | None = "clothing-dataset-small") -> dict[str, list[Path]]:
+    """The set's photos by label, in the CSV's order: the phone photos of clothing-dataset-small,
+    or with dataset=None every source's (the catalogue shots have the bags)."""
     by_label: dict[str, list[Path]] = {}
     with open(PHOTOS / "labels.csv", newline="") as f:
         for row in csv.DictReader(f):
-            if row["dataset"] == "clothing-dataset-small":
+            if dataset is None or row["dataset"] == dataset:
                 by_label.setdefault(row["label"], []).append(PHOTOS / row["file"])
     return by_label
 
 
 def make_own_dir(folder: Path, classes=OWN_CLASSES, each: int = OWN_EACH) -> Path:
-    """folder/<class folder>/*.jpg: the first `each` phone photos of each class, as --collect lays them out."""
-    photos = phone_photos()
+    """folder/<class folder>/*.jpg: the first `each` phone photos of each class (any source's for a
+    class the phone photos lack), as --collect lays them out."""
+    photos = {**phone_photos(None), **phone_photos()}
     for label in classes:
         (folder / class_folder(label)).mkdir(parents=True)
         for path in photos[label][:each]:
