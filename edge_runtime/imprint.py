@@ -8,20 +8,20 @@ gives its embedding (the model's output 1: the features its last layer
 reads). Embeddings are L2-normalised; a class's prototype is the normalised
 mean of its photos' embeddings (weight imprinting, Qi et al., CVPR 2018, as
 pycoral's ImprintingEngine does on a Coral). For a new image with
-embedding e and model probabilities p, a softmax over the cosine
-similarities to the K prototypes plus one fixed level `floor` (all times
-`sharpness`) splits the probability between the prototypes and the model:
+embedding e and model probabilities p, each class with a prototype gets a
+log-linear boost by its cosine similarity (a product of the model and a
+cosine classifier):
 
-    q = softmax(sharpness * [cos(e, proto_1), ..., cos(e, proto_K), floor])
-    p'[c] = q[K] * p[c] + q[k]   where k is c's prototype, if c has one
+    p'[c] ∝ p[c] * exp(boost * cos(e, proto_c))   (classes without own photos: p[c])
 
-Far from every prototype (cosines below `floor`), the model's own answer
-stands; close to one, that class wins. A class without own photos is only
-scaled with the model's share, never raised. Photos of `none` (something
-that is none of the classes) make a prototype too: the share it gets leaves
+The model's ranking of the classes without own photos is unchanged; among
+the ones with photos, the closer prototype wins more. Photos of `none`
+(something that is none of the classes) make a prototype too, entered with
+the model share of a class among C (1/C): the probability it takes leaves
 every class, so the top score drops and the image turns `unknown` under the
-threshold. The output sums to 1 without a `none` prototype, to 1 minus its
-share with one.
+threshold. `boost` was chosen by measurement (docs/own-photos.md): larger
+values gain more on a source the model never saw, and cost accuracy on
+sources it knows and its `unknown` answers for things that are no class.
 
 The embeddings are saved beside the photos in `imprint.json` (IMPRINT_FILE),
 keyed by each photo's SHA-256, so a restart embeds only new photos. The
@@ -57,8 +57,7 @@ MAX_PHOTOS = 20_000  # per folder: imprinting them all takes minutes, not hours,
 class MixSettings:
     """How much the own photos count: measured in docs/own-photos.md (`python -m tools.own_photos`)."""
 
-    floor: float = 0.5  # cosine similarity at which a prototype and the model weigh the same
-    sharpness: float = 10.0  # inverse temperature of the softmax over similarities
+    boost: float = 2.0  # log-probability added per unit of cosine similarity to a class's prototype
 
 
 # -- pure maths on arrays --------------------------------------------------------------
@@ -93,14 +92,14 @@ def mix(probabilities: np.ndarray, embeddings: np.ndarray, classes: np.ndarray, 
     if len(classes) == 0:
         return p
     n, n_classes = p.shape
-    similarity = normalize(embeddings) @ protos.T  # (N, K) cosines, -1..1
-    z = settings.sharpness * np.concatenate([similarity, np.full((n, 1), settings.floor, np.float32)], axis=1)
-    q = np.exp(z - z.max(axis=1, keepdims=True))
-    q /= q.sum(axis=1, keepdims=True)
-    out = q[:, -1:] * p  # the model's share
-    own = classes < n_classes  # a `none` prototype's share goes to no class
-    out[:, classes[own]] += q[:, :-1][:, own]
-    return out
+    # log p, with a `none` column at the share of one class among C; 1e-6 keeps log finite
+    log_p = np.log(np.maximum(np.concatenate([p, np.full((n, 1), 1.0 / n_classes, np.float32)], axis=1), 1e-6))
+    if not (classes == n_classes).any():
+        log_p[:, n_classes] = -np.inf  # no `none` photos: no `none` column
+    log_p[:, classes] += settings.boost * (normalize(embeddings) @ protos.T)
+    out = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+    out /= out.sum(axis=1, keepdims=True)
+    return out[:, :n_classes]  # the `none` share leaves every class
 
 
 # -- the imprint: own photos' embeddings for one model -----------------------------------

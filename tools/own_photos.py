@@ -155,7 +155,7 @@ def pct(x) -> str:
 def markdown(report: dict) -> str:
     s = report["settings"]
     lines = ["# A user's own photos: imprinting on the device against fine-tuning on a workstation", "",
-             f"Imprint settings: floor {s['floor']}, sharpness {s['sharpness']} (edge_runtime/imprint.py). "
+             f"Imprint boost {s['boost']} (edge_runtime/imprint.py). "
              f"Imprinting: int8 model, runtime only, mean over {report['seeds']} seeded picks (min..max gain). "
              f"Fine-tune: {report['fine_tune']}, first pick only, Keras float. `unknown`: top score below the "
              "model's threshold. Command: `python -m tools.own_photos` (part of `make real-photos`).", ""]
@@ -220,8 +220,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=count(1), default=4, help="fine-tuning epochs")
     parser.add_argument("--train_limit", type=count(1), default=12000, help="Fashion-MNIST images in the fine-tune")
     parser.add_argument("--learning_rate", type=float, default=5e-4, help="peak learning rate of the fine-tune")
-    parser.add_argument("--floor", type=float, default=None, help="imprint floor (default: edge_runtime's)")
-    parser.add_argument("--sharpness", type=float, default=None, help="imprint sharpness (default: edge_runtime's)")
+    parser.add_argument("--boost", type=float, default=None, help="imprint boost (default: edge_runtime's)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     args.per_class = [int(v) for v in args.per_class.split(",") if v.strip()]
@@ -243,9 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_runtime import imprint
     from edge_runtime.classifier import Classifier
     from edge_runtime.deployed import default_model_path
-    defaults = imprint.MixSettings()
-    args.settings = imprint.MixSettings(defaults.floor if args.floor is None else args.floor,
-                                        defaults.sharpness if args.sharpness is None else args.sharpness)
+    args.settings = imprint.MixSettings() if args.boost is None else imprint.MixSettings(args.boost)
     runs = args.run if args.run is not None else holdout_runs()
     parts = []
     for run in runs:
