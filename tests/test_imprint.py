@@ -1,7 +1,8 @@
-"""edge_runtime/imprint.py on its own: the maths on arrays and the imprint file's parser.
+"""edge_runtime/imprint.py on its own: an Imprint's photos and the imprint file's parser.
 
-The commands that use it (classify/webcam --own) are tests/test_classify_own.py; serve's
-buttons and forget are tests/test_serve_own.py.
+The maths (normalize, prototypes, mix) is tests/test_imprint_maths.py. The commands that use
+it (classify/webcam --own) are tests/test_classify_own.py; serve's buttons and forget are
+tests/test_serve_own.py.
 """
 
 from __future__ import annotations
@@ -13,61 +14,13 @@ import pytest
 
 from edge_runtime import imprint
 from edge_runtime.errors import ImprintError
-from edge_runtime.imprint import FORMAT, MAX_FILE_BYTES, MAX_JSON_DEPTH, MixSettings, Photo
+from edge_runtime.imprint import FORMAT, MAX_FILE_BYTES, MAX_JSON_DEPTH, Photo
 
 LABELS = ["T-shirt/top", "Trouser", "Bag"]
 SHA = "ab" * 32
 
 
-# -- the maths ---------------------------------------------------------------------------
-
-
-def test_normalize_makes_rows_unit_length_and_leaves_zero_rows_zero():
-    x = np.array([[3.0, 4.0], [0.0, 0.0], [-2.0, 0.0]])
-    out = imprint.normalize(x)
-    assert out.dtype == np.float32
-    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0], [-1.0, 0.0]], atol=1e-7)
-
-
-def test_prototypes_are_the_normalised_means_of_normalised_embeddings():
-    emb = np.array([[2.0, 0.0], [0.0, 5.0], [1.0, 1.0], [0.0, 3.0]])
-    classes = np.array([0, 0, 3, 9])  # 3 is `none` (n_classes); 9 is out of range and left out
-    present, protos = imprint.prototypes(emb, classes, n_classes=3)
-    assert present.tolist() == [0, 3]
-    np.testing.assert_allclose(protos[0], [np.sqrt(0.5), np.sqrt(0.5)], atol=1e-6)  # mean of (1,0), (0,1)
-    np.testing.assert_allclose(protos[1], [np.sqrt(0.5), np.sqrt(0.5)], atol=1e-6)
-    empty, none = imprint.prototypes(np.zeros((0, 2)), np.zeros(0, np.int64), 3)
-    assert empty.tolist() == [] and none.shape == (0, 2)
-
-
-def test_mix_without_prototypes_is_the_model_alone():
-    p = np.array([[0.7, 0.2, 0.1]], np.float32)
-    out = imprint.mix(p, np.ones((1, 4)), np.zeros(0, np.int64), np.zeros((0, 4), np.float32))
-    np.testing.assert_array_equal(out, p)
-
-
-def test_mix_close_to_a_prototype_that_class_wins_far_from_all_the_model_stands():
-    p = np.array([[0.8, 0.1, 0.1]], np.float32)
-    classes, protos = imprint.prototypes(np.array([[1.0, 0.0, 0.0]]), np.array([2]), 3)
-    near = imprint.mix(p, np.array([[0.9, 0.1, 0.0]]), classes, protos)
-    far = imprint.mix(p, np.array([[0.0, 0.0, 1.0]]), classes, protos)  # cosine 0, below the floor 0.5
-    assert near[0].argmax() == 2 and near[0, 2] > 0.9
-    assert far[0].argmax() == 0 and far[0, 0] > 0.7
-    for out in (near, far):  # no `none` prototype: still probabilities
-        assert out.sum() == pytest.approx(1.0, abs=1e-6) and (out >= 0).all()
-    # A class without own photos is only ever scaled down with the model's share.
-    assert near[0, 1] <= p[0, 1] and far[0, 1] <= p[0, 1]
-
-
-def test_mix_a_none_prototype_takes_its_share_from_every_class():
-    p = np.array([[0.8, 0.1, 0.1]], np.float32)
-    classes, protos = imprint.prototypes(np.array([[1.0, 0.0]]), np.array([3]), 3)  # `none` only
-    out = imprint.mix(p, np.array([[1.0, 0.0]]), classes, protos)
-    assert out.sum() < 0.1 and (out <= p).all()  # the top score drops: unknown under any usual threshold
-    settings = MixSettings(floor=0.5, sharpness=10.0)
-    share = 1 / (1 + np.exp(10 * (1.0 - 0.5)))  # the model's share at cosine 1 against the floor
-    np.testing.assert_allclose(out, p * share, rtol=1e-5)
-    assert settings == MixSettings()
+# -- the Imprint's photos ------------------------------------------------------------------
 
 
 def test_imprint_counts_add_forget_and_prototypes_follow():
@@ -86,7 +39,7 @@ def test_imprint_counts_add_forget_and_prototypes_follow():
 
 def imprint_doc(n_photos: int = 2, size: int = 4) -> dict:
     return {"format": FORMAT, "model_sha256": SHA, "labels": LABELS, "embedding_size": size,
-            "settings": {"floor": 0.5, "sharpness": 10.0},
+            "settings": {"boost": 2.0},
             "photos": [{"file": f"Bag/{i}.jpg", "label": "Bag", "sha256": f"{i:064x}",
                         "embedding": [0.25 * i] * size} for i in range(n_photos)]}
 
