@@ -98,11 +98,12 @@ def test_shrink_of_camera_sizes_is_inter_area(shape):
 # -- background colours and the colour distance ------------------------------------------
 
 @pytest.mark.parametrize("n", [1, 2, 7, 64, 1792, 1793])
-def test_median_is_numpys(n):
-    samples = np.random.default_rng(n).integers(0, 256, (4, n, 3), dtype=np.uint8)
-    got = photo.median(samples, axis=1)
-    assert got.dtype == np.float32
-    assert np.array_equal(got, np.median(samples, axis=1).astype(np.float32))
+def test_medians_are_numpys(n):
+    samples = np.random.default_rng(n).integers(0, 256, (4, 3, n), dtype=np.uint8)
+    expected = np.median(samples, axis=-1).astype(np.float32)
+    got = photo.medians(samples.copy())
+    assert got.dtype == np.float32 and got.shape == (4, 3)
+    assert np.array_equal(got, expected)
 
 
 def test_background_colors_are_the_medians_of_border_and_corners():

@@ -240,14 +240,28 @@ def photo_module(source: str, name: str, settings: list[tuple[str, float]] = ())
 
 
 def photo_at(revision: str, settings: list[tuple[str, float]] = ()) -> types.ModuleType:
-    """edge_runtime/photo.py as it is at git `revision` (WORKTREE: the file on disk)."""
+    """edge_runtime/photo.py as it is at git `revision` (WORKTREE: the file on disk), or
+    the photo.py-like file at the path `revision`."""
     if revision == "WORKTREE":
         return photo_module((ROOT / "edge_runtime" / "photo.py").read_text(), "worktree", settings)
+    if revision.endswith(".py") and Path(revision).is_file():
+        return photo_module(Path(revision).read_text(), "file", settings)
     done = subprocess.run(["git", "show", f"{revision}:edge_runtime/photo.py"], cwd=ROOT, capture_output=True,
                           text=True)
     if done.returncode != 0:
         raise UsageError(f"--against {revision}: {done.stderr.strip() or 'git show failed'}")
     return photo_module(done.stdout, revision.replace("-", "_").replace(".", "_"), settings)
+
+
+def swapped(other: types.ModuleType, functions: list[str], settings: list[tuple[str, float]] = ()) -> types.ModuleType:
+    """Today's photo.py with `functions` taken from `other`: the steps call them by
+    module-level name, so the pipeline runs everything else as today."""
+    module = photo_module((ROOT / "edge_runtime" / "photo.py").read_text(), "swapped", settings)
+    for name in functions:
+        if not callable(getattr(other, name, None)) or not callable(getattr(module, name, None)):
+            raise UsageError(f"--swap {name}: not a function of both photo.py versions")
+        setattr(module, name, getattr(other, name))
+    return module
 
 
 def revision_name(revision: str) -> str:
@@ -273,13 +287,17 @@ def markdown(report: dict) -> str:
              f"Median µs of {report['runs']} runs per frame after {report['warmup']} warm-up runs; "
              "a step's time is measured inside whole runs of the pipeline."]
     if against:
-        lines += [f"Against: `{against['revision']}` ({against['describes']}), run by run in alternation."]
+        what = (f"today's photo.py with {', '.join(against['swap'])} from `{against['revision']}`"
+                if against.get("swap") else f"`{against['revision']}`")
+        lines += [f"Against: {what} ({against['describes']}), run by run in alternation."]
+    label = f"with {', '.join(against['swap'])} from {against['revision']}" if against and against.get("swap") \
+        else f"at {against['revision']}" if against else ""
     for name, r in report["frames"].items():
         lines += ["", f"## {name} ({r['shape'][1]}x{r['shape'][0]})", ""]
         mine = r["profile"]
         if against:
             other = r["against"]
-            lines += [f"| step | µs at {against['revision']} | µs now | change |", "|---|---:|---:|---:|"]
+            lines += [f"| step | µs {label} | µs now | change |", "|---|---:|---:|---:|"]
             steps = list(dict.fromkeys(list(other["steps"]) + list(mine["steps"])))
             for step in steps:
                 a, b = other["steps"].get(step), mine["steps"].get(step)
@@ -315,9 +333,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--runs", type=count(1), default=300, help="timed runs per frame (the median is kept)")
     parser.add_argument("--warmup", type=count(0), default=20, help="untimed runs first")
     parser.add_argument("--against", metavar="REV",
-                        help="also time edge_runtime/photo.py at this git revision, in alternation")
+                        help="also time edge_runtime/photo.py at this git revision (WORKTREE: the file on disk; "
+                             "or a path to a .py file with photo.py's functions), in alternation")
     parser.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[],
                         metavar="NAME=VALUE", help="override a constant of the --against photo.py, e.g. WORK_SIDE=96")
+    parser.add_argument("--swap", action="append", default=[], metavar="FUNCTION",
+                        help="time instead today's photo.py with this function taken from the --against "
+                             "revision (repeatable): what one change is worth within all the others")
     parser.add_argument("--frames", default=None, metavar="NAMES",
                         help="comma-separated substrings: profile only the frames whose names contain one")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks", help="directory for frame_path.{json,md}")
@@ -339,16 +361,20 @@ def main(argv=None) -> int:
         frames = {k: v for k, v in frames.items() if any(w in k for w in wanted)}
         if not frames:
             raise UsageError(f"--frames {args.frames}: no frame's name contains any of these")
+    if args.swap and not args.against:
+        raise UsageError("--swap takes functions from the --against photo.py: give --against REV")
     modules = {"now": photo}
     if args.against:
         modules["against"] = photo_at(args.against, args.settings)
+    if args.swap:
+        modules["against"] = swapped(modules["against"], args.swap, args.settings)
     load_start = [round(x, 2) for x in os.getloadavg()]
     report = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
               "command": "python -m tools.frame_profile " + " ".join(sys.argv[1:] if argv is None else argv),
               "runs": args.runs, "warmup": args.warmup, "frames": {}}
     if args.against:
         report["against"] = {"revision": args.against, "describes": revision_name(args.against),
-                             "settings": dict(args.settings)}
+                             "settings": dict(args.settings), "swap": args.swap}
     for name, frame in frames.items():
         print(f"{name}: {frame.shape[1]}x{frame.shape[0]}", file=sys.stderr, flush=True)
         timed = frame_profile(frame, runs=args.runs, warmup=args.warmup, photos=modules)
