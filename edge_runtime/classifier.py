@@ -132,6 +132,15 @@ class TensorSpec:
     def quantized(self) -> bool:
         return self.scale != 0.0 and np.issubdtype(self.dtype, np.integer)
 
+    def dequantization_table(self) -> np.ndarray | None:
+        """For an 8-bit quantized tensor, the real value of each of its 256 codes, indexed by
+        the code's byte: `table[raw.view(np.uint8)]` is `dequantize(raw, ...)` bit for bit,
+        in a third of the time (one lookup instead of three array passes). None otherwise."""
+        if not self.quantized or np.dtype(self.dtype).itemsize != 1:
+            return None
+        codes = np.arange(256, dtype=np.uint8).view(self.dtype)  # byte b -> the code it holds
+        return dequantize(codes, self.scale, self.zero_point)
+
 
 def require_model_file(path: str | Path) -> Path:
     """`path` as a Path, or the one ModelError every command gives for a missing model."""
@@ -171,6 +180,11 @@ class Classifier:
         self._batch = self.input.shape[0]
         self._check_against_metadata()
         self.own = own
+        # Per-call work decided once: raw pixels pass straight into the usual int8 model
+        # (uint8, scale 1, zero point 0), and 8-bit outputs dequantize by table lookup.
+        self._pixels_in = (self.input.quantized and self.input.dtype == np.uint8
+                           and self.input.scale == 1.0 and self.input.zero_point == 0)
+        self._tables = {spec.index: spec.dequantization_table() for spec in (self.output, self.embedding) if spec}
 
     # -- what the model expects ------------------------------------------------
     @property
@@ -205,15 +219,17 @@ class Classifier:
     def _preprocess(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W) pixels -> the input tensor's dtype, quantized with its own parameters."""
         x = images[..., None]
+        if self._pixels_in:
+            return x  # the usual int8 model: raw camera pixels go straight in
         if self.input.quantized:
-            if self.input.dtype == np.uint8 and self.input.scale == 1.0 and self.input.zero_point == 0:
-                return x  # the usual int8 model: raw camera pixels go straight in
             return quantize(x, self.input.scale, self.input.zero_point, self.input.dtype)
         return x.astype(self.input.dtype)
 
-    @staticmethod
-    def _postprocess(raw: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    def _postprocess(self, raw: np.ndarray, spec: TensorSpec) -> np.ndarray:
         """Output tensor -> float32 values (N, C) probabilities or (N, E) embeddings."""
+        table = self._tables.get(spec.index)
+        if table is not None:
+            return table[raw.view(np.uint8)]
         if spec.quantized:
             return dequantize(raw, spec.scale, spec.zero_point)
         return raw.astype(np.float32)

@@ -85,3 +85,4 @@ def test_imprint_object_mixes_like_the_function(settings):
     gone = own.forget("c1")
     assert len(gone) == 2 and own.counts()["c1"] == 0
     assert own.prototypes()[0].tolist() == [3, 4]  # recomputed without c1
+
