@@ -191,6 +191,9 @@ def save_labelled(collect: Path, label: str, fr, labels: list[str], own=None) ->
     from .collect import save_frame
     from .errors import ImageError
     from .process import printable
+    if own is not None and own.full:
+        return ["warning: the own photos are as many as an imprint takes; not saved (move a class folder out of "
+                f"{printable(str(collect))} first)"]
     x, y, w, h = fr.box
     saved = save_frame(collect, label, labels, fr.frame[y:y + h, x:x + w])
     lines = [f"saved {printable(str(saved))}"]

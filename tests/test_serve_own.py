@@ -195,6 +195,19 @@ def test_forget_that_cant_move_the_folder_changes_nothing(tiny_int8_model, fashi
     assert len(app.logs) == 1 and app.logs[0].startswith("error: can't forget the Bag photos")
 
 
+def test_forget_never_moves_photos_out_of_the_own_folder(tiny_int8_model, fashion, tmp_path):
+    folder = make_own_dir(tmp_path / "own", classes=("Bag",), each=2)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (folder / FORGOTTEN).symlink_to(outside)  # made on the device by someone
+    app = own_app(tiny_int8_model, fashion, folder)
+    response = ask(app, "POST", "/api/forget", b'{"label": "Bag"}', Content_Type="application/json")
+    error = assert_one_line_error(response, 409, "leads outside the own-photo folder")
+    assert str(tmp_path) not in error and list(outside.iterdir()) == []
+    assert app.own.counts()["Bag"] == 2 and len(list((folder / "Bag").iterdir())) == 2
+    assert len(app.logs) == 1 and app.logs[0].startswith("error: not forgetting Bag")
+
+
 def test_changing_the_imprint_while_frames_are_classified(tiny_int8_model, fashion, tmp_path):
     """The camera thread classifies without pause while another thread adds and forgets own photos:
     no error, and every result is probabilities of the old imprint or the new one."""

@@ -88,3 +88,16 @@ def test_keys_save_into_the_own_folder_and_teach_at_once(video, tiny_int8_model,
         np.testing.assert_allclose(entry["embedding"], fresh, atol=1e-4)
     restarted = imprint.from_folder(own_dir, clf)
     assert restarted.counts() == own.counts() and not restarted.skipped
+
+
+def test_a_key_once_the_imprint_is_full_saves_nothing(tiny_int8_model, tmp_path, monkeypatch):
+    own_dir = make_own_dir(tmp_path / "own", classes=("Bag",), each=2)
+    args = parse("--model", str(tiny_int8_model), "--own", str(own_dir))
+    classifier = Classifier(tiny_int8_model)
+    folder, own = webcam.own_photos(args, classifier)
+    monkeypatch.setattr(imprint, "MAX_PHOTOS", 2)
+    frame = np.full((480, 640, 3), 200, np.uint8)
+    fr = type("FrameResult", (), {"box": (176, 96, 288, 288), "frame": frame})()
+    lines = webcam.save_labelled(folder, "Bag", fr, classifier.labels, own)
+    assert len(lines) == 1 and lines[0].startswith("warning: the own photos are as many as an imprint takes")
+    assert len(list((own_dir / "Bag").iterdir())) == 2

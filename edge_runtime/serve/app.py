@@ -422,6 +422,12 @@ class App:
         if self.own is None:
             raise HttpError(409, "there are no own photos to forget: start serve with --own DIR")
         label = parse_label(body, self.choices)
+        from ..own import FORGOTTEN
+        aside = self.collect_dir / FORGOTTEN
+        if not aside.resolve().is_relative_to(self.collect_dir.resolve()):  # a link someone made on the device
+            self.log.error(f"not forgetting {label}: {aside} leads outside {self.collect_dir}; remove that link")
+            raise HttpError(409, f"the folder forgotten photos go to leads outside the own-photo folder; the "
+                                 "server's log says which")
         try:
             forgotten, moved_to, note = self.own.forget(label)
         except OSError as e:
