@@ -123,10 +123,7 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
             calibration = export.stratified_sample(data.train_images, data.train_labels,
                                                    config.calibration_size, config.seed)
         photo = _run_photos(run_dir)
-        if photo is not None and config.photo_calibration and len(photo.train_x):
-            # Calibrate on both kinds of input: photos reach other activation ranges.
-            pick = np.random.default_rng(config.seed).permutation(len(photo.train_x))[:config.photo_calibration]
-            calibration = np.concatenate([calibration, photo.train_x[np.sort(pick)]])
+        calibration = with_photos(calibration, photo, config.photo_calibration, config.seed)
         labels = data.test_labels
         t = time.perf_counter()
         keras_probs = model.predict(data.test_images[..., None], batch_size=512, verbose=0)
@@ -213,6 +210,23 @@ def run(config: ConvertConfig, calibration: np.ndarray | None = None) -> dict:
         return report
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def with_photos(calibration: np.ndarray, photo, count: int, seed: int) -> np.ndarray:
+    """The calibration images plus `count` of the run's training photos (seeded), for a run
+    trained on photos: photos reach other activation ranges than Fashion-MNIST. Pure."""
+    if photo is None or not count or not len(photo.train_x):
+        return calibration
+    pick = np.random.default_rng(seed).permutation(len(photo.train_x))[:count]
+    return np.concatenate([calibration, photo.train_x[np.sort(pick)]])
+
+
+def calibration_images(run_dir: Path, data, config: ConvertConfig = ConvertConfig()) -> np.ndarray:
+    """The int8 calibration images the converter uses for `run_dir` under `config`: class-stratified
+    training images plus training photos. Training data only, never the test set; other tools
+    (the peers' quantizers) calibrate on exactly these."""
+    calibration = export.stratified_sample(data.train_images, data.train_labels, config.calibration_size, config.seed)
+    return with_photos(calibration, _run_photos(Path(run_dir)), config.photo_calibration, config.seed)
 
 
 def graph_figures(flatbuffer: bytes) -> dict:

@@ -231,24 +231,12 @@ def calibration_settings(keras_sha: str, models_dir: Path | None) -> dict:
 
 
 def calibration_images(data, run_dir: Path, size: int, photos: int, seed: int):
-    """The TFLite converter's int8 calibration images: `size` class-stratified training images,
-    plus `photos` of the run's training photos for a run trained on photos (as convert.pipeline
-    does). Training data only, never the test set."""
-    import numpy as np
-
-    from convert.export import stratified_sample
-    images = stratified_sample(data.train_images, data.train_labels, size, seed)
-    config_path = run_dir / "config.json"
-    if photos and config_path.is_file():
-        from train.config import TrainConfig
-        from train.trainer import training_photos
-        config = TrainConfig.from_dict(json.loads(config_path.read_text()))
-        if config.photo_dir or config.photos:
-            photo = training_photos(config)
-            if photo is not None and len(photo.train_x):
-                pick = np.random.default_rng(seed).permutation(len(photo.train_x))[:photos]
-                images = np.concatenate([images, photo.train_x[np.sort(pick)]])
-    return images
+    """The TFLite converter's int8 calibration images (convert.pipeline.calibration_images):
+    `size` class-stratified training images plus `photos` of the run's training photos.
+    Training data only, never the test set."""
+    from convert.pipeline import ConvertConfig, calibration_images as converter_calibration
+    config = ConvertConfig(calibration_size=size, photo_calibration=photos, seed=seed)
+    return converter_calibration(Path(run_dir), data, config)
 
 
 def export_onnx(model, path: Path) -> dict:
