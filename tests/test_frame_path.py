@@ -59,40 +59,41 @@ def test_legacy_steps_compose_the_same_pipeline(name, image):
     assert np.array_equal(legacy, photo.photo_to_input(image))
 
 
-# -- shrink: the box filter is INTER_AREA for odd factors ---------------------------------
+# -- shrink: halvings, then bilinear the rest of the way ----------------------------------
 
-def every_block_sum(k: int, width: int) -> np.ndarray:
-    """A BGR image of k x k blocks, `width` blocks wide, holding every block sum 0..255*k*k
-    (spread over the three channels)."""
-    sums = np.arange(255 * k * k + 1)
-    per_channel = -(-len(sums) // 3)
-    sums = np.concatenate([sums, np.zeros(3 * per_channel - len(sums), int)]).reshape(3, per_channel).T
-    rows = -(-per_channel // width)
-    sums = np.vstack([sums, np.zeros((rows * width - per_channel, 3), int)])  # (blocks, 3)
-    pixel = np.arange(k * k)
-    full, rest = sums // 255, sums % 255  # the first `full` pixels 255, the next one `rest`
-    blocks = np.where(pixel[None, None] < full[..., None], 255,
-                      np.where(pixel[None, None] == full[..., None], rest[..., None], 0)).astype(np.uint8)
-    blocks = blocks.reshape(rows, width, 3, k, k).transpose(0, 3, 1, 4, 2)  # (rows, k, width, k, 3)
-    return np.ascontiguousarray(blocks.reshape(rows * k, width * k, 3))
+@pytest.mark.parametrize("shape", [(480, 640), (288, 288), (720, 1280), (1080, 1920), (401, 300), (97, 61),
+                                   (255, 129), (256, 256), (3000, 4000), (1, 20000), (20000, 1), (2, 700)])
+def test_shrink_gives_the_working_size(shape):
+    image = np.zeros((*shape, 3), np.uint8)
+    out = photo.shrink(image)
+    scale = min(1.0, photo.WORK_SIDE / max(shape))
+    assert out.shape == (max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale)), 3)
 
 
-@pytest.mark.parametrize("k", [3, 5, 7, 9, 15])
-def test_shrink_by_an_odd_factor_is_inter_area_for_every_block_sum(k, monkeypatch):
-    monkeypatch.setattr(photo, "WORK_SIDE", 256)  # room for every sum of a 15x15 block
-    image = every_block_sum(k, 256)
-    assert image.shape[1] == 256 * k > image.shape[0]
-    expected = cv2.resize(image, (256, image.shape[0] // k), interpolation=cv2.INTER_AREA)
-    assert np.array_equal(photo.shrink(image), expected)
+def test_a_halving_is_the_rounded_mean_of_two_by_two_pixels():
+    image = np.random.default_rng(4).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    out = photo.shrink(image)  # 256 -> 128 exactly: one halving of each side, nothing else
+    blocks = image.reshape(128, 2, 128, 2, 3).astype(int).sum(axis=(1, 3))
+    assert np.array_equal(out, ((blocks + 2) // 4).astype(np.uint8))
 
 
-@pytest.mark.parametrize("shape", [(480, 640), (720, 1280), (1080, 1920), (288, 288), (300, 401), (97, 61)])
-def test_shrink_of_camera_sizes_is_inter_area(shape):
-    image = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
-    scale = photo.WORK_SIDE / max(shape)
-    size = (round(shape[1] * scale), round(shape[0] * scale)) if scale < 1 else (shape[1], shape[0])
-    expected = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1 else image
-    assert np.array_equal(photo.shrink(image), expected)
+@pytest.mark.parametrize("size", [(480, 640), (288, 288), (400, 534)])
+def test_shrink_is_close_to_inter_area(size):
+    # Tolerance: the two weigh the pixels near a block's edges differently, which
+    # moves edges (the garment's outline: up to ~55 levels there) but hardly flat
+    # areas: measured 0.6-1.1 grey levels on average on these frames.
+    frame = cv2.resize(synthetic_frame(), (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    out = photo.shrink(frame).astype(int)
+    reference = cv2.resize(frame, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(out - reference).mean() < 1.5
+    assert np.median(np.abs(out - reference)) <= 1
+
+
+def test_shrink_of_a_thin_strip_keeps_a_narrow_mark():
+    strip = np.full((1, 20000, 3), 255, np.uint8)
+    strip[0, 10000:10160] = 0  # 160 px: about one working pixel
+    out = photo.shrink(strip)
+    assert out.shape == (1, 128, 3) and out.min() < 100
 
 
 # -- background colours and the colour distance ------------------------------------------
