@@ -229,6 +229,7 @@ def test_targets_use_the_one_thread_int8_figures():
     found = {t["key"]: t for t in bench.targets(rows, bench.same_run_ratios(rows, [1]), PEAK)}
     assert found["int8_latency"]["value"] == 50.0 and found["int8_latency"]["met"]
     assert found["frame_latency"]["value"] == 2500.0 and found["frame_latency"]["met"] is False  # limit 2 ms
+    assert found["frame_latency_build"]["value"] == 2500.0 and found["frame_latency_build"]["limit"] == 1000.0
     assert found["int8_speedup"]["value"] == 20.0 and found["int8_speedup"]["met"]
     assert found["runtime_memory"]["value"] == 80.0 and found["runtime_memory"]["met"]
     # 10 M MACs at 400 GMAC/s take 25 µs; the image took 50 µs: 2x the peak time, limit 1.5x
@@ -237,6 +238,12 @@ def test_targets_use_the_one_thread_int8_figures():
     assert found["int8_fastest_tflite"]["value"] == 0.8 and found["int8_fastest_tflite"]["met"] is False
     no_peak = {t["key"]: t for t in bench.targets(rows, bench.same_run_ratios(rows, [1]))}
     assert no_peak["int8_vs_peak"]["met"] is None and no_peak["int8_vs_peak"]["verdict"] == "not measured"
+    assert no_peak["int8_vs_peers"]["met"] is None  # no peers run
+    # the fastest peer took 1.49x LiteRT int8's time at 1 thread: met; 0.9x: missed
+    for ratio, met in ((1.49, True), (0.9, False)):
+        peers = {"verdict": {"per_thread": {"1": {"fastest_peer_vs_reference": ratio}}}}
+        found = {t["key"]: t for t in bench.targets(rows, bench.same_run_ratios(rows, [1]), PEAK, peers)}
+        assert found["int8_vs_peers"]["value"] == ratio and found["int8_vs_peers"]["met"] is met
 
 
 def test_int8_against_the_measured_peak():
@@ -413,9 +420,12 @@ def test_bench_smoke_then_previous_run_and_recomputed_accuracy(tiny_run, tiny_mo
         if r["kind"] == "tflite":
             assert r["memory"]["tensorflow_imported"] is False and r["hash_matches_metadata"]
     assert first["ratios"]["int8_speedup_vs_fastest_keras_1t"] > 0
-    assert {t["key"] for t in first["targets"]} == {"int8_latency", "frame_latency", "int8_speedup", "runtime_memory",
-                                                    "int8_vs_peak", "int8_fastest_tflite"}
+    assert {t["key"] for t in first["targets"]} == {"int8_latency", "frame_latency", "frame_latency_build",
+                                                    "int8_speedup", "runtime_memory", "int8_vs_peak",
+                                                    "int8_fastest_tflite", "int8_vs_peers"}
     assert all(t["value"] is not None and t["met"] in (True, False) for t in first["targets"])
+    peers_file = json.loads((out / "peers.json").read_text())  # the same model through the peer runtimes
+    assert peers_file["verdict"] == first["peers"] and (out / "peers.md").is_file()
     peak = first["measured_peak"]
     assert peak["gmacs_per_s"] > 0 and len(peak["layers"]) == len(cpu_peak.PEAK_LAYERS) * len(cpu_peak.PEAK_MODES)
     assert first["int8_vs_peak"]["times_peak_time"] > 0
@@ -443,7 +453,7 @@ def test_bench_smoke_then_previous_run_and_recomputed_accuracy(tiny_run, tiny_mo
     report_file.write_text(json.dumps(changed))
     assert bench.main(["--run_dir", str(tiny_run), "--models_dir", str(tampered), "--out_dir", str(out), "--quick",
                        "--keras_ways", "none", "--threads", "1", "--variants", "float32,dynamic,int8",
-                       "--no_peak", "--no_op_profile"]) == 0
+                       "--no_peak", "--no_op_profile", "--no-peers"]) == 0
     second = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in second["rows"]}
     assert set(rows) == {"float32", "dynamic", "int8"}
@@ -463,6 +473,7 @@ def test_bench_smoke_then_previous_run_and_recomputed_accuracy(tiny_run, tiny_mo
     assert targets["int8_speedup"]["met"] is None  # no Keras rows this time: not measured, not failed
     assert targets["int8_vs_peak"]["met"] is None and second.get("measured_peak") is None  # --no_peak
     assert not second.get("op_profile")
+    assert targets["int8_vs_peers"]["met"] is None and "peers" not in second  # --no-peers
 
 
 @pytest.mark.slow
