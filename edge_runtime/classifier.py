@@ -283,11 +283,12 @@ class Classifier:
     # -- user-facing ----------------------------------------------------------
     def classify_input(self, model_input: np.ndarray, k: int = 3) -> Result:
         """Classify one image already in the model's format: uint8 (H, W), bright garment on black."""
-        if self.own is None:
+        own = self.own  # read once: serve swaps in a new imprint from another thread
+        if own is None:
             probabilities = self.predict(model_input)[0]
         else:
             probabilities, features = self.predict_with_embedding(model_input)
-            probabilities = self.own.mix(probabilities, features)[0]
+            probabilities = own.mix(probabilities, features)[0]
         return Result(top_k(probabilities, self.labels, k), probabilities, np.asarray(model_input), self.threshold)
 
     def classify(self, image: np.ndarray, k: int = 3) -> Result:

@@ -150,6 +150,9 @@ def run(args) -> int:
     from .classifier import Classifier
     from .imageio import display_path
 
+    if args.naive and args.own is not None:
+        raise UsageError("--naive and --own: own photos are imprinted through the garment detection, "
+                         "so they don't apply to naive inputs; drop one")
     files, unmatched = expand_paths(args.paths)
     if not any(os.path.lexists(f) for f in files):
         raise UsageError("no image files match " + " ".join(map(display_path, args.paths)))

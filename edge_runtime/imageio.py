@@ -303,7 +303,7 @@ def _os_error(name: str, path, error: OSError) -> ImageError:
     return ImageError(f"{name}: can't read the file ({error.strerror or error})")
 
 
-def _read_bytes(path) -> bytes:
+def read_bytes(path) -> bytes:
     """The file's bytes, with OS errors turned into one-line ImageErrors.
 
     Checks what the path is before opening it: a FIFO would block forever
@@ -497,7 +497,7 @@ def read_image(path, max_pixels: int = DEFAULT_MAX_PIXELS, warn: Callable[[str],
     Raises ImageError with a one-line message for every kind of bad file.
     `warn`, `working_side` and `max_bytes`: as in `decode`.
     """
-    return decode(_read_bytes(path), display_path(path), max_pixels, warn, working_side, max_bytes)
+    return decode(read_bytes(path), display_path(path), max_pixels, warn, working_side, max_bytes)
 
 
 def is_image_name(path) -> bool:

@@ -50,7 +50,7 @@ IMPRINT_FILE = "imprint.json"
 FORMAT = "fashion-edge-imprint/1"
 MAX_FILE_BYTES = 8 * 1024 * 1024  # ~25,000 photos' embeddings; 30 photos take ~30 KB
 MAX_JSON_DEPTH = 8  # the file nests 4 levels
-MAX_PHOTOS = 20_000  # per folder: imprinting them all takes minutes, not hours, on a Pi
+MAX_PHOTOS = 10_000  # per folder; at ~620 bytes a photo their file stays under MAX_FILE_BYTES
 
 
 @dataclass(frozen=True)
@@ -247,6 +247,21 @@ def photo_files(folder: Path, labels: list[str]) -> tuple[list[tuple[str, Path]]
     return found, notes
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of an image file, read with the same bounds as `read_photo`."""
+    from .imageio import read_bytes
+    return hashlib.sha256(read_bytes(path)).hexdigest()
+
+
+def read_photo(path: str | os.PathLike) -> tuple[str, np.ndarray]:
+    """(SHA-256 of the file, decoded image) of one own photo, read as `classify` reads a file
+    (bounded, decoded at the size photo_to_input works at); ImageError with one line otherwise."""
+    from .imageio import decode, display_path, read_bytes
+    from .photo import WORK_SIDE
+    data = read_bytes(path)
+    return hashlib.sha256(data).hexdigest(), decode(data, display_path(path), working_side=WORK_SIDE)
+
+
 def embed_photos(clf, images: list[np.ndarray]) -> np.ndarray:
     """(N, E) embeddings of decoded photos, through the same photo_to_input as classify()."""
     from .photo import photo_to_input
@@ -262,7 +277,6 @@ def from_folder(folder: str | os.PathLike, clf, settings: MixSettings = MixSetti
     Photos already in a valid imprint file for this model are not embedded again. A
     folder with no photos but an imprint file uses the file, if it was made for this model.
     """
-    from .imageio import decode, display_path
     folder = Path(folder)
     if not folder.is_dir():
         raise ImprintError(f"--own {folder}: not a folder; it holds one folder per class, e.g. "
@@ -292,17 +306,17 @@ def from_folder(folder: str | os.PathLike, clf, settings: MixSettings = MixSetti
         return imprint
     todo, images = [], []
     for label, path in files:
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
         rel = f"{path.parent.name}/{path.name}"
-        if digest in cached:
-            imprint.add(Photo(rel, label, digest, cached[digest].embedding))
-            continue
         try:
-            images.append(decode(data, display_path(path)))
+            digest = file_sha256(path)
+            if digest in cached:
+                imprint.add(Photo(rel, label, digest, cached[digest].embedding))
+                continue
+            digest, image = read_photo(path)
         except ImageError as e:
             imprint.skipped.append(str(e))
             continue
+        images.append(image)
         todo.append((rel, label, digest))
     for (rel, label, digest), emb in zip(todo, embed_photos(clf, images)):
         imprint.add(Photo(rel, label, digest, emb))

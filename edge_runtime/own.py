@@ -18,7 +18,6 @@ so a frame is classified with the old imprint or the new one, never a mix.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import threading
@@ -140,15 +139,12 @@ class OwnPhotos:
         imprinted again at the next start), else None. ImageError or OSError
         when the file can't be read back.
         """
-        from .imageio import decode, display_path
-        from .imprint import Photo
+        from .imprint import Photo, read_photo
         with self.lock:
-            data = Path(path).read_bytes()
-            image = decode(data, display_path(path))
+            digest, image = read_photo(path)
             embedding = np.asarray(self.embed([image]))[0]
             imprint = copy_imprint(self.imprint)
-            imprint.add(Photo(f"{Path(path).parent.name}/{Path(path).name}", label,
-                              hashlib.sha256(data).hexdigest(), embedding))
+            imprint.add(Photo(f"{Path(path).parent.name}/{Path(path).name}", label, digest, embedding))
             return self._publish(imprint)
 
     def forget(self, label: str, now: datetime | None = None) -> tuple[int, str | None, str | None]:

@@ -252,3 +252,12 @@ def test_own_folder_problems(tiny_int8_model, test_photos, tmp_path, capsys):
     cli.main(["classify", "--json", "--model", str(tiny_int8_model), str(photo)])
     alone = json.loads(capsys.readouterr().out)
     assert {k: v for k, v in json.loads(out).items() if k != "own_photos"} == alone
+
+
+def test_naive_and_own_together_are_a_usage_error(tiny_int8_model, test_photos, tmp_path, capsys):
+    folder, _ = test_photos
+    own = make_own_dir(tmp_path / "own", classes=("Sneaker",), each=1)
+    status = cli.main(["classify", "--naive", "--model", str(tiny_int8_model), "--own", str(own),
+                       str(next(folder.iterdir()))])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "--naive and --own" in err
