@@ -174,12 +174,22 @@ def markdown(report: dict) -> str:
                 + (f"{tm['seconds_median'] * 1000:.0f} ms | " if tm else "- | ")
                 + (f"{pct(ft['base']['top1'])} → {pct(ft['tuned']['top1'])} | {ft['gain_pp']:+.1f} pp | "
                    f"{ft['seconds'] / 60:.1f} min |" if ft else "- | - | - |"))
+        sweep = [r for r in part["rows"] if r.get("sweep")]
+        if sweep:
+            lines += ["", "Boost sweep (imprinting only): top-1 gain, in-class unknown, OOD unknown.", "",
+                      "| boost | " + " | ".join(f"k = {r['per_class']}" for r in sweep) + " |",
+                      "|---:|" + "---|" * len(sweep)]
+            for i, b in enumerate(r["boost"] for r in sweep[0]["sweep"]):
+                cells = [f"{x['gain_pp']:+.1f} pp, {pct(x['imprinted']['in_class_unknown'])}, "
+                         f"{pct(x['imprinted']['ood_unknown'])}" for x in (r["sweep"][i] for r in sweep)]
+                lines.append(f"| {b:g} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
 def measure(title: str, what: str, clf, paths: list[Path], labels: np.ndarray, args, run: Path | None) -> dict:
     """One part of the report: imprinting (and the fine-tune, for a run) at each k."""
+    from edge_runtime import imprint
     from edge_runtime.photo import photo_to_input
     inputs = model_inputs(paths, photo_to_input, clf.input_size)
     probs, embeddings = clf.predict_with_embedding(inputs)
@@ -188,6 +198,8 @@ def measure(title: str, what: str, clf, paths: list[Path], labels: np.ndarray, a
     with tempfile.TemporaryDirectory(prefix="own-photos-") as tmp:
         for k in args.per_class:
             row = imprint_gains(probs, embeddings, labels, k, args.seeds, clf.threshold, args.settings)
+            row["sweep"] = [{"boost": b, **imprint_gains(probs, embeddings, labels, k, args.seeds, clf.threshold,
+                                                         imprint.MixSettings(b))} for b in args.boosts]
             picked = pick_own(labels, k, 0)
             folder = own_folder(Path(tmp) / f"own-{k}", paths, labels, picked, clf.labels)
             row["imprint_time"] = time_imprint(clf, folder)
@@ -221,9 +233,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train_limit", type=count(1), default=12000, help="Fashion-MNIST images in the fine-tune")
     parser.add_argument("--learning_rate", type=float, default=5e-4, help="peak learning rate of the fine-tune")
     parser.add_argument("--boost", type=float, default=None, help="imprint boost (default: edge_runtime's)")
+    parser.add_argument("--boosts", default="1,2,3,4", help="imprint boosts to sweep (gain and unknowns at each)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     args.per_class = [int(v) for v in args.per_class.split(",") if v.strip()]
+    args.boosts = [float(v) for v in args.boosts.split(",") if v.strip()]
     return args
 
 
