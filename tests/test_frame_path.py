@@ -287,3 +287,68 @@ def test_main_writes_json_and_markdown(tmp_path, capsys):
 def test_main_with_no_matching_frame_is_a_usage_error(tmp_path, capsys):
     assert fp.main(["--frames", "no-such-frame", "--out", str(tmp_path)]) == 2
     assert "no frame's name contains" in capsys.readouterr().err
+
+
+# -- the accuracy A/B (tools/preprocessing_ab.py) --------------------------------------
+
+def test_mcnemar_verdicts():
+    from tools.preprocessing_ab import mcnemar
+    assert mcnemar(0, 0)["verdict"] == "within noise"
+    assert mcnemar(7, 4) == {"lost": 7, "won": 4, "net": -3, "bound": 6.6, "verdict": "within noise"}
+    assert mcnemar(23, 7)["verdict"] == "worse" and mcnemar(2, 12)["verdict"] == "better"
+
+
+def test_compare_counts_pairs():
+    from tools.preprocessing_ab import OOD, compare
+    labels = np.array([0, 1, 2, 3, OOD])
+    before, after = np.array([0, 1, 0, 0, 5]), np.array([0, 2, 2, 0, 6])
+    r = compare(labels, before, after)
+    assert (r["photos"], r["all_photos"], r["correct_before"], r["correct_after"]) == (4, 5, 2, 2)
+    assert (r["lost"], r["won"], r["flips"]) == (1, 1, 3)
+    assert r["top1_before"] == r["top1_after"] == 0.5
+
+
+@pytest.fixture(scope="module")
+def small_photo_set(tmp_path_factory):
+    """A copy of the first 24 photos of two data/photos sources, with their labels.csv rows."""
+    import csv
+    import shutil
+    source = fp.PHOTO_DIR
+    out = tmp_path_factory.mktemp("photos")
+    with open(source / "labels.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        fields = reader.fieldnames
+    picked = [r for r in rows if r["dataset"] == "abo"][:24] + [r for r in rows if r["dataset"] == "clothing-dataset"][:24]
+    for r in picked:
+        (out / r["file"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source / r["file"], out / r["file"])
+    with open(out / "labels.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(picked)
+    return out
+
+
+def test_preprocessing_ab_of_a_version_with_itself_changes_nothing(small_photo_set, tmp_path):
+    from tools import preprocessing_ab
+    assert preprocessing_ab.main(["--against", "WORKTREE", "--photo_dir", str(small_photo_set),
+                                  "--photos_dir", str(tmp_path / "absent"), "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "preprocessing_ab.json").read_text())
+    assert [r["set"] for r in report["results"]] == ["abo (validation split)", "clothing-dataset (validation split)"]
+    for r in report["results"]:
+        assert r["identical_inputs"] == r["all_photos"] > 0
+        assert (r["lost"], r["won"], r["flips"], r["verdict"]) == (0, 0, 0, "within noise")
+    assert "| abo (validation split) |" in (tmp_path / "preprocessing_ab.md").read_text()
+
+
+def test_preprocessing_ab_sees_a_different_working_size(small_photo_set, tmp_path):
+    from tools import preprocessing_ab
+    assert preprocessing_ab.main(["--against", "WORKTREE", "--set", "WORK_SIDE=48", "--candidate", "--reference",
+                                  "--photo_dir", str(small_photo_set), "--photos_dir", str(tmp_path / "absent"),
+                                  "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "preprocessing_ab.json").read_text())
+    assert report["against"]["settings"] == {"WORK_SIDE": 48.0} and report["against"]["is_candidate"]
+    assert sum(r["identical_inputs"] for r in report["results"]) < sum(r["all_photos"] for r in report["results"])
+    assert all("reference" in r for r in report["results"])
+    assert "Before: today's photo.py. After: WORKTREE" in (tmp_path / "preprocessing_ab.md").read_text()

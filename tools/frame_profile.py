@@ -26,7 +26,6 @@ shared machine every figure moves with the load, which is recorded.
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import json
 import subprocess
@@ -44,10 +43,16 @@ from edge_runtime.errors import UsageError
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO_DIR = ROOT / "data" / "photos"
 FRAME_SHAPE = (480, 640)  # (height, width): the synthetic frame's, and the camera frames made of photos
-# One photo of each kind (its first row in labels.csv): a garment on a bed or floor,
-# shoes, and a catalogue shot on white.
-CAMERA_PHOTOS = (("clothing-dataset-small", "T-shirt/top"), ("clothing-dataset", "Trouser"),
-                 ("clothing-dataset-small", "Sneaker"), ("abo", "Ankle boot"))
+# Photos of data/photos made into camera frames (name: file): garments on a bed or a
+# floor, shoes, and a catalogue shot on white; of each kind the first in labels.csv in
+# which the segmentation finds a garment both in the whole frame and in its centre ROI
+# (in others the garment fills the frame and nothing stands out).
+CAMERA_PHOTOS = {
+    "T-shirt on a bed": "images/t-shirt/00003aeb-ace5-43bf-9a0c-dc31a03e9cd2.jpg",
+    "trousers on a floor": "images/clothing-dataset/unlabelled/04df942f-d19c-4abe-b917-9c348623b665.jpg",
+    "sneakers": "images/shoes/0bacb2c4-3d90-4835-b23e-aa7c2284d1bc.jpg",
+    "ankle boot on white": "images/abo/029b8a0e.jpg",
+}
 
 
 # -- the steps ------------------------------------------------------------------------
@@ -201,13 +206,8 @@ def profile_frames(photo_dir: Path = PHOTO_DIR) -> dict[str, np.ndarray]:
     from edge_runtime.imageio import read_image
     from edge_runtime.synthetic import synthetic_frame
     frames = {"synthetic": synthetic_frame()}
-    with open(photo_dir / "labels.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    for dataset, label in CAMERA_PHOTOS:
-        row = next((r for r in rows if r["dataset"] == dataset and r["label"] == label), None)
-        if row is None:
-            raise UsageError(f"{photo_dir}/labels.csv has no {label} photo from {dataset}")
-        frames[f"{dataset} {label}"] = camera_frame(read_image(photo_dir / row["file"]))
+    for name, file in CAMERA_PHOTOS.items():
+        frames[name] = camera_frame(read_image(photo_dir / file))
     frames.update({f"{name}, centre ROI": centre_roi(frame) for name, frame in list(frames.items())})
     return frames
 
@@ -266,8 +266,13 @@ def swapped(other: types.ModuleType, functions: list[str], settings: list[tuple[
 
 def revision_name(revision: str) -> str:
     """A commit's short hash and subject, or the revision as given."""
+    if revision == "WORKTREE" or revision.endswith(".py"):
+        return revision
     done = subprocess.run(["git", "log", "-1", "--format=%h %s", revision], cwd=ROOT, capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else revision
+    text = done.stdout.strip()
+    if done.returncode != 0 or not text:
+        return revision
+    return text if len(text) <= 80 else text[:79] + "…"
 
 
 # -- report -----------------------------------------------------------------------------

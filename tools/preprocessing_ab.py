@@ -113,7 +113,8 @@ def markdown(report: dict) -> str:
     other = ((f"today's photo.py with {', '.join(against['swap'])} from {against['describes']}" if against["swap"]
               else against["describes"])
              + (f", {against['settings']}" if against["settings"] else ""))
-    before, after = ("today's photo.py", other) if against.get("is_candidate") else (other, "today's photo.py")
+    today = report.get("after", "today's photo.py")
+    before, after = (today, other) if against.get("is_candidate") else (other, today)
     lines = ["# photo_to_input against another version: paired top-1", "",
              f"{report['created']} · Command: `{report['command']}`  ",
              f"Before: {before}. After: {after}.",
@@ -143,6 +144,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="a .tflite model with metadata; repeat for several (default: the shipped model)")
     parser.add_argument("--photos_dir", type=Path, default=DEFAULT_PHOTOS, help="the real-photo set, if present")
     parser.add_argument("--photo_dir", type=Path, default=ROOT / "data" / "photos", help="the labelled photo sources")
+    parser.add_argument("--after", metavar="REV", default=None,
+                        help="measure this version of photo.py instead of today's (a git revision or a .py path)")
     parser.add_argument("--candidate", action="store_true",
                         help="the --against version is the change (after) and today's photo.py the baseline (before)")
     parser.add_argument("--reference", action="store_true",
@@ -160,7 +163,8 @@ def main(argv=None) -> int:
     other = photo_at(args.against, args.settings)
     if args.swap:
         other = swapped(other, args.swap, args.settings)
-    baseline, changed = (photo, other) if args.candidate else (other, photo)
+    today = photo if args.after is None else photo_at(args.after)
+    baseline, changed = (today, other) if args.candidate else (other, today)
     variants = {"after": changed.photo_to_input, "before": baseline.photo_to_input}
     if args.reference:
         variants["reference"] = jpeg95(baseline.photo_to_input)
@@ -172,6 +176,7 @@ def main(argv=None) -> int:
               "command": "python -m tools.preprocessing_ab " + " ".join(sys.argv[1:] if argv is None else argv),
               "against": {"revision": args.against, "describes": revision_name(args.against),
                           "settings": dict(args.settings), "swap": args.swap, "is_candidate": args.candidate},
+              "after": revision_name(args.after) if args.after else "today's photo.py",
               "reference": args.reference, "results": []}
     cache: dict = {}  # photo path -> {variant: model input}: each photo preprocessed once for all models
     for model in models:
