@@ -203,6 +203,16 @@ def test_stretch_table_gives_the_float_arithmetic(gamma):
                               plain_stretch(values[crop], mask[crop], gamma))
 
 
+def test_full_range_is_the_float_arithmetic_for_every_maximum():
+    # convertScaleAbs rounds image * (255 / top) in float32 to nearest-even, as np.rint does.
+    for top in range(1, 256):
+        image = np.arange(top + 1, dtype=np.uint8)[None]  # every value up to the maximum
+        expected = image if top == 255 else \
+            np.clip(np.rint(image.astype(np.float32) * (255.0 / top)), 0, 255).astype(np.uint8)
+        assert np.array_equal(photo.full_range(image), expected), top
+    assert photo.full_range(np.zeros((3, 3), np.uint8)).max() == 0
+
+
 def test_fit_to_canvas_centres_like_the_dataset():
     image = np.full((40, 10), 200, np.uint8)
     canvas = photo.fit_to_canvas(image, (28, 28))
