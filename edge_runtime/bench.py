@@ -198,6 +198,22 @@ def describe_machine(m: dict) -> str:
             f"{interp.get('package')} {interp.get('version')}, Python {m.get('python')}")
 
 
+def results_header(title: str, results: dict, load_note: str) -> list[str]:
+    """The first lines of a results Markdown file: title, date and machine, command, load
+    average (at start, and at the end when recorded) with `load_note`, and a --quick warning. Pure."""
+    m = results["machine"]
+    lines = [f"# {title}", "", f"{results['created'][:10]} · {describe_machine(m)}  ",
+             f"Command: `{results['command']}`  "]
+    if m.get("load_average"):
+        end = results.get("load_average_end")
+        lines.append(f"Load average at start: {', '.join(str(x) for x in m['load_average'])}"
+                     + (f"; at the end: {', '.join(str(x) for x in end)}" if end else "")
+                     + f" (on {m.get('cores_usable')} cores; {load_note})  ")
+    if results.get("quick"):
+        lines.append("**--quick run: a handful of iterations; the figures only show that everything runs.**  ")
+    return lines
+
+
 # -- one TFLite model ------------------------------------------------------------------
 
 def model_facts(path: str | Path) -> dict:

@@ -265,6 +265,13 @@ class Classifier:
         chunk = self.batch_size if self.input.dynamic_batch else 1
         chunk = min(chunk, len(images)) or 1
         self._resize_batch(chunk)
+        if len(images) == 1:  # one camera frame or photo: the same steps without the batching around them
+            self.interpreter.set_tensor(self.input.index, self._preprocess(images))
+            self.interpreter.invoke()
+            out = self._postprocess(self.interpreter.get_tensor(self.output.index), self.output)
+            if not embedding:
+                return out, None
+            return out, self._postprocess(self.interpreter.get_tensor(self.embedding.index), self.embedding)
         out = np.empty((len(images), self.output.shape[-1]), np.float32)
         features = np.empty((len(images), self.embedding.shape[-1]), np.float32) if embedding else None
         for start in range(0, len(images), chunk):

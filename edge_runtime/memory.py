@@ -62,19 +62,26 @@ def memory_probe(model: str | Path, threads: int = 1, runs: int = 20) -> dict:
             "tensorflow_imported": "tensorflow" in sys.modules, "pid": os.getpid()}
 
 
+def child_result(module: str, args: list[str], marker: str, what: str, path: str | Path,
+                 timeout: float = 300) -> dict:
+    """Run `python -m module args...` in a fresh process with `path` on its PYTHONPATH and return
+    the JSON it printed after `marker` on stdout; EdgeError naming `what` if it printed none."""
+    from .errors import EdgeError
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(path), env.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(marker):
+            return json.loads(line[len(marker):])
+    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+    raise EdgeError(f"memory probe for {what} failed (exit status {proc.returncode}): {tail}")
+
+
 def measure_memory(model: str | Path, threads: int = 1, runs: int = 20, timeout: float = 300) -> dict:
     """memory_probe's figures from a fresh Python process that does nothing else."""
-    from .errors import EdgeError
-    package_parent = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-m", "edge_runtime.memory", str(model), str(threads), str(runs)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(MARKER):
-            return json.loads(line[len(MARKER):])
-    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-    raise EdgeError(f"memory probe for {model} failed (exit status {proc.returncode}): {tail}")
+    return child_result("edge_runtime.memory", [model, threads, runs], MARKER, str(model),
+                        Path(__file__).resolve().parent.parent, timeout)
 
 
 if __name__ == "__main__":

@@ -399,15 +399,8 @@ def _fig(v: float) -> str:
 
 def markdown(results: dict) -> str:
     """results.md: the tables, targets, ratios, the int8 estimate and the change since last run. Pure."""
-    m, rows, threads = results["machine"], results["rows"], results["config"]["threads"]
-    lines = ["# Benchmarks", ""]
-    lines.append(f"{results['created'][:10]} · {rt.describe_machine(m)}  ")
-    lines.append(f"Command: `{results['command']}`  ")
-    if m.get("load_average"):
-        lines.append(f"Load average at start: {', '.join(str(x) for x in m['load_average'])} "
-                     f"(on {m.get('cores_usable')} cores; other work slows every row alike)  ")
-    if results.get("quick"):
-        lines.append("**--quick run: a handful of iterations; the figures only show that everything runs.**  ")
+    rows, threads = results["rows"], results["config"]["threads"]
+    lines = rt.results_header("Benchmarks", results, "other work slows every row alike")
     model = results.get("model_name")
     if model:
         lines.append(f"Model: `{model}` ({results['config']['run_dir']}, {results['config']['models_dir']})")

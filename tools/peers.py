@@ -542,15 +542,9 @@ def memory_probe(runtime: str, path: str, threads: int, runs: int) -> dict:
 
 
 def measure_memory(peer: Peer, threads: int, runs: int, timeout: float = 300) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-m", "tools.peers", "probe", peer.runtime, str(peer.path), str(threads), str(runs)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(PROBE_MARKER):
-            return json.loads(line[len(PROBE_MARKER):])
-    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-    raise EdgeError(f"memory probe for {peer.label} failed (exit status {proc.returncode}): {tail}")
+    from edge_runtime.memory import child_result
+    return child_result("tools.peers", ["probe", peer.runtime, peer.path, threads, runs], PROBE_MARKER,
+                        peer.label, ROOT, timeout)
 
 
 # -- the benchmark ----------------------------------------------------------------------------------
@@ -603,8 +597,6 @@ def run_peers(run_dir: Path, threads: list[int], settings: BenchSettings, *, mod
     `settings` is the benchmark's (edge_runtime.bench.BenchSettings): its
     `runs`, `warmup`, `memory_runs`, `memory` and `quick` are used.
     """
-    import numpy as np
-
     from edge_runtime import dataset
     from edge_runtime.deployed import model_filename
     from edge_runtime.metadata import read_metadata
@@ -743,18 +735,9 @@ def _x(v: float | None) -> str:
 
 def markdown(results: dict) -> str:
     """peers.md: machine and load, the export check, accuracy/size/memory, speed, refusals, verdict. Pure."""
-    m, rows, threads = results["machine"], results["rows"], results["config"]["threads"]
-    lines = ["# Peers: the same model through other runtimes", ""]
-    lines.append(f"{results['created'][:10]} · {rt.describe_machine(m)}  ")
-    lines.append(f"Command: `{results['command']}`  ")
-    if m.get("load_average"):
-        end = results.get("load_average_end")
-        lines.append(f"Load average at start: {', '.join(str(x) for x in m['load_average'])}"
-                     + (f"; at the end: {', '.join(str(x) for x in end)}" if end else "")
-                     + f" (on {m.get('cores_usable')} cores; the rounds are interleaved, so load falls on every "
-                       "runtime alike)  ")
-    if results.get("quick"):
-        lines.append("**--quick run: a handful of iterations; the figures only show that everything runs.**  ")
+    rows, threads = results["rows"], results["config"]["threads"]
+    lines = rt.results_header("Peers: the same model through other runtimes", results,
+                              "the rounds are interleaved, so load falls on every runtime alike")
     model, export, cal = results["model"], results["export"], results["calibration"]
     v = results["versions"]
     lines.append(f"Model: `{model.get('name')}`, `{model['keras']}` (Keras top-1 "
