@@ -53,7 +53,7 @@ tune: data ## Keras Tuner search over the edge model (installs keras-tuner)
 	$(PY) -m pip install --quiet -e '.[tune]'
 	$(PY) -m tools.tune $(ARGS)
 
-bench: data ## size, accuracy and speed of every variant: benchmarks/results.{json,md}
+bench: data ## size, accuracy, speed and where the time goes of every variant, and the peer runtimes: benchmarks/results.md, peers.md
 	$(PY) -m tools.bench $(ARGS)
 
 classify: $(STAMP) ## classify images: make classify ARGS="photo.jpg more/"
@@ -68,7 +68,7 @@ serve: $(STAMP) ## the camera in a browser and a JSON API: http://127.0.0.1:8080
 doctor: $(STAMP) ## check interpreter, model, cameras and display on this machine
 	$(PY) -m edge_runtime doctor $(ARGS)
 
-real-photos: $(STAMP) ## accuracy on ../shared/real-photos (if present), and the gain from own photos: benchmarks/real_photos/
+real-photos: $(STAMP) ## accuracy on ../shared/real-photos (if present), and what own photos buy (imprinted and fine-tuned): benchmarks/real_photos/
 	$(PY) -m tools.real_photos --model "$(MODEL)" --naive $(ARGS)
 	$(PY) -m tools.own_photos
 
