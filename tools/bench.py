@@ -742,7 +742,7 @@ def run(args, argv: list[str]) -> dict:
         from tools import peers  # ONNX Runtime, tf2onnx: benchmark-only dependencies
         print("peers: the same model through ONNX Runtime and OpenCV DNN (tools.peers)", flush=True)
         peer_results = peers.run_peers(run_dir, args.threads, settings, models_dir=models_dir,
-                                       data_dir=args.data_dir, say=say)
+                                       data_dir=args.data_dir, command=command, say=say)
         results["peers"] = peer_results["verdict"]
     results["targets"] = targets(rows, ratios, results.get("measured_peak"), peer_results)
     results["previous"] = previous_block(_load_json(out_dir / "results.json"))
