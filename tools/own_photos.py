@@ -17,6 +17,9 @@ NAME is evaluated. Two ways to use them, at the same k:
 model (own photos taken from that set and evaluated on the rest, the one use
 of that set for own photos).
 
+The camera frame (the synthetic 640x480 frame of `make bench`, 1 thread) is
+timed with and without each imprint, alternating.
+
 Writes benchmarks/real_photos/own_photos.{json,md}.
 """
 
@@ -114,6 +117,28 @@ def time_imprint(clf, folder: Path, repeats: int = 5) -> dict:
             "seconds_max": round(float(np.max(seconds)), 4)}
 
 
+def frame_times(clf, own, rounds: int = 10, per_round: int = 30) -> dict:
+    """Median µs of the synthetic 640x480 camera frame through `clf.classify`, 1 thread as `clf`
+    was opened, without and with the imprint `own`, alternating in rounds so load that comes and
+    goes falls on both alike."""
+    from edge_runtime.synthetic import synthetic_frame
+    frame = synthetic_frame()
+    times = {"without": [], "with": []}
+    saved = clf.own
+    try:
+        for _ in range(rounds):
+            for key, imprint_now in (("without", None), ("with", own)):
+                clf.own = imprint_now
+                clf.classify(frame)  # warm
+                for _ in range(per_round):
+                    t = time.perf_counter()
+                    clf.classify(frame)
+                    times[key].append((time.perf_counter() - t) * 1e6)
+    finally:
+        clf.own = saved
+    return {k: round(float(np.median(v)), 1) for k, v in times.items()} | {"frames": rounds * per_round}
+
+
 def converted_model(run: Path) -> Path:
     """The run converted to int8 by the project's converter (cached by the Keras file's SHA-256)."""
     from convert.pipeline import ConvertConfig, run as convert_run
@@ -162,8 +187,9 @@ def markdown(report: dict) -> str:
     for part in report["parts"]:
         lines += [f"## {part['title']}", "", part["what"], "",
                   "| own photos per class | imprint: base → with own photos | gain (min..max) | in-class unknown | "
-                  "OOD unknown | imprint time | fine-tune: base → tuned | gain | fine-tune time |",
-                  "|---:|---|---:|---|---|---:|---|---:|---:|"]
+                  "OOD unknown | imprint time | camera frame without → with | fine-tune: base → tuned | gain | "
+                  "fine-tune time |",
+                  "|---:|---|---:|---|---|---:|---:|---|---:|---:|"]
         for r in part["rows"]:
             b, m, ft, tm = r["base"], r["imprinted"], r.get("fine_tune"), r.get("imprint_time")
             lines.append(
@@ -172,6 +198,7 @@ def markdown(report: dict) -> str:
                 f"{pct(b['in_class_unknown'])} → {pct(m['in_class_unknown'])} | "
                 f"{pct(b['ood_unknown'])} → {pct(m['ood_unknown'])} | "
                 + (f"{tm['seconds_median'] * 1000:.0f} ms | " if tm else "- | ")
+                + (f"{r['frame_us']['without']:.0f} → {r['frame_us']['with']:.0f} µs | " if r.get("frame_us") else "- | ")
                 + (f"{pct(ft['base']['top1'])} → {pct(ft['tuned']['top1'])} | {ft['gain_pp']:+.1f} pp | "
                    f"{ft['seconds'] / 60:.1f} min |" if ft else "- | - | - |"))
         sweep = [r for r in part["rows"] if r.get("sweep")]
@@ -203,6 +230,7 @@ def measure(title: str, what: str, clf, paths: list[Path], labels: np.ndarray, a
             picked = pick_own(labels, k, 0)
             folder = own_folder(Path(tmp) / f"own-{k}", paths, labels, picked, clf.labels)
             row["imprint_time"] = time_imprint(clf, folder)
+            row["frame_us"] = frame_times(clf, imprint.from_folder(folder, clf, write=False))
             if run is not None and args.fine_tune:
                 import keras
 
