@@ -64,3 +64,19 @@ def test_frame_times_restore_the_classifier_s_own_photos(tiny_int8_model):
     times = own_photos.frame_times(clf, own, rounds=2, per_round=3)
     assert times["without"] > 0 and times["with"] > 0 and times["frames"] == 6
     assert clf.own is None  # left as it was found
+
+
+def test_own_none_photos_make_a_none_prototype_that_turns_no_class_photos_unknown():
+    probabilities, embeddings, labels = clustered()
+    rng = np.random.default_rng(1)
+    # photos of no class: a cluster of their own, which the model calls class 0 at 0.6
+    none = np.eye(1, embeddings.shape[1], k=5) * 5 + rng.normal(scale=0.1, size=(12, embeddings.shape[1]))
+    embeddings = np.concatenate([embeddings, none.astype(np.float32)])
+    probabilities = np.concatenate([probabilities, probabilities[:12]])
+    labels = np.concatenate([labels, np.full(12, OOD)])
+    assert set(labels[own_photos.pick_own(labels, 3, 0, none=True)]) == {0, 1, 2, OOD}
+    without = own_photos.imprint_gains(probabilities, embeddings, labels, 3, 2, 0.25, imprint.MixSettings(4.0))
+    with_none = own_photos.imprint_gains(probabilities, embeddings, labels, 3, 2, 0.25, imprint.MixSettings(4.0),
+                                         none=True)
+    assert without["imprinted"]["ood_unknown"] == 0.0  # called class 0 with confidence
+    assert with_none["imprinted"]["ood_unknown"] == 1.0 and with_none["own_photos"] == 12

@@ -45,12 +45,13 @@ OUT = ROOT / "benchmarks" / "real_photos"
 CACHE = ROOT / ".cache" / "own-photos"
 
 
-def pick_own(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    """Indices of `per_class` in-class photos of every class that has more than that
-    (the rest of the class stays for evaluation). Pure given the seed."""
+def pick_own(labels: np.ndarray, per_class: int, seed: int, none: bool = False) -> np.ndarray:
+    """Indices of `per_class` in-class photos of every class that has more than that (the rest
+    of the class stays for evaluation), and as many photos of no class when `none`. Pure given
+    the seed."""
     rng = np.random.default_rng(seed)
     picked = [rng.permutation(np.flatnonzero(labels == c))[:per_class]
-              for c in np.unique(labels) if c != OOD and (labels == c).sum() > per_class]
+              for c in np.unique(labels) if (c != OOD or none) and (labels == c).sum() > per_class]
     return np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
 
 
@@ -65,16 +66,18 @@ def figures(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> 
 
 
 def imprint_gains(probabilities: np.ndarray, embeddings: np.ndarray, labels: np.ndarray, per_class: int,
-                  seeds: int, threshold: float, settings) -> dict:
-    """Imprinting `per_class` own photos per class, over `seeds` picks: base and imprinted
-    figures on the photos not picked, and the top-1 gain's mean, min and max. Pure."""
+                  seeds: int, threshold: float, settings, none: bool = False) -> dict:
+    """Imprinting `per_class` own photos per class (and of no class, as `none`, when `none`),
+    over `seeds` picks: base and imprinted figures on the photos not picked, and the top-1
+    gain's mean, min and max. Pure."""
     from edge_runtime import imprint
     n_classes = probabilities.shape[1]
     base, mixed, gains = [], [], []
     for seed in range(seeds):
-        own = pick_own(labels, per_class, seed)
+        own = pick_own(labels, per_class, seed, none)
         rest = np.setdiff1d(np.arange(len(labels)), own)
-        classes, protos = imprint.prototypes(embeddings[own], labels[own], n_classes)
+        own_classes = np.where(labels[own] == OOD, n_classes, labels[own])  # index C is `none`
+        classes, protos = imprint.prototypes(embeddings[own], own_classes, n_classes)
         b = figures(probabilities[rest], labels[rest], threshold)
         m = figures(imprint.mix(probabilities[rest], embeddings[rest], classes, protos, settings),
                     labels[rest], threshold)
@@ -87,7 +90,7 @@ def imprint_gains(probabilities: np.ndarray, embeddings: np.ndarray, labels: np.
         return round(float(np.mean(values)), 4) if values else None
 
     keys = ("top1", "in_class_unknown", "ood_unknown")
-    return {"per_class": per_class, "own_photos": int(len(pick_own(labels, per_class, 0))), "seeds": seeds,
+    return {"per_class": per_class, "own_photos": int(len(pick_own(labels, per_class, 0, none))), "seeds": seeds,
             "base": {k: mean(base, k) for k in keys}, "imprinted": {k: mean(mixed, k) for k in keys},
             "gain_pp": round(100 * float(np.mean(gains)), 1), "gain_pp_min": round(100 * float(np.min(gains)), 1),
             "gain_pp_max": round(100 * float(np.max(gains)), 1)}
@@ -201,6 +204,17 @@ def markdown(report: dict) -> str:
                 + (f"{r['frame_us']['without']:.0f} → {r['frame_us']['with']:.0f} µs | " if r.get("frame_us") else "- | ")
                 + (f"{pct(ft['base']['top1'])} → {pct(ft['tuned']['top1'])} | {ft['gain_pp']:+.1f} pp | "
                    f"{ft['seconds'] / 60:.1f} min |" if ft else "- | - | - |"))
+        with_none = [r for r in part["rows"] if r.get("with_none")]
+        if with_none:
+            lines += ["", "With as many own photos of `none` (photos of no class from the same source) as of "
+                      "each class:", "", "| own photos per class | top-1 | in-class unknown | OOD unknown |",
+                      "|---:|---|---|---|"]
+            for r in with_none:
+                n, b = r["with_none"], r["with_none"]["base"]
+                lines.append(f"| {r['per_class']} + {r['per_class']} none ({n['own_photos']} photos) | "
+                             f"{pct(b['top1'])} → {pct(n['imprinted']['top1'])} ({n['gain_pp']:+.1f} pp) | "
+                             f"{pct(b['in_class_unknown'])} → {pct(n['imprinted']['in_class_unknown'])} | "
+                             f"{pct(b['ood_unknown'])} → {pct(n['imprinted']['ood_unknown'])} |")
         sweep = [r for r in part["rows"] if r.get("sweep")]
         if sweep:
             lines += ["", "Boost sweep (imprinting only): top-1 gain, in-class unknown, OOD unknown.", "",
@@ -225,6 +239,8 @@ def measure(title: str, what: str, clf, paths: list[Path], labels: np.ndarray, a
     with tempfile.TemporaryDirectory(prefix="own-photos-") as tmp:
         for k in args.per_class:
             row = imprint_gains(probs, embeddings, labels, k, args.seeds, clf.threshold, args.settings)
+            row["with_none"] = imprint_gains(probs, embeddings, labels, k, args.seeds, clf.threshold, args.settings,
+                                             none=True)
             row["sweep"] = [{"boost": b, **imprint_gains(probs, embeddings, labels, k, args.seeds, clf.threshold,
                                                          imprint.MixSettings(b))} for b in args.boosts]
             picked = pick_own(labels, k, 0)
