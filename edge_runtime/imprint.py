@@ -247,19 +247,15 @@ def photo_files(folder: Path, labels: list[str]) -> tuple[list[tuple[str, Path]]
     return found, notes
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of an image file, read with the same bounds as `read_photo`."""
-    from .imageio import read_bytes
-    return hashlib.sha256(read_bytes(path)).hexdigest()
-
-
-def read_photo(path: str | os.PathLike) -> tuple[str, np.ndarray]:
-    """(SHA-256 of the file, decoded image) of one own photo, read as `classify` reads a file
-    (bounded, decoded at the size photo_to_input works at); ImageError with one line otherwise."""
+def read_photo(path: str | os.PathLike, known=frozenset()) -> tuple[str, np.ndarray | None]:
+    """(SHA-256 of the file, decoded image) of one own photo, read once as `classify` reads a file
+    (bounded, decoded at the size photo_to_input works at); the image is None when the SHA-256 is
+    in `known` (its embedding is cached). ImageError with one line for a bad file."""
     from .imageio import decode, display_path, read_bytes
     from .photo import WORK_SIDE
     data = read_bytes(path)
-    return hashlib.sha256(data).hexdigest(), decode(data, display_path(path), working_side=WORK_SIDE)
+    digest = hashlib.sha256(data).hexdigest()
+    return digest, None if digest in known else decode(data, display_path(path), working_side=WORK_SIDE)
 
 
 def embed_photos(clf, images: list[np.ndarray]) -> np.ndarray:
@@ -308,13 +304,12 @@ def from_folder(folder: str | os.PathLike, clf, settings: MixSettings = MixSetti
     for label, path in files:
         rel = f"{path.parent.name}/{path.name}"
         try:
-            digest = file_sha256(path)
-            if digest in cached:
-                imprint.add(Photo(rel, label, digest, cached[digest].embedding))
-                continue
-            digest, image = read_photo(path)
+            digest, image = read_photo(path, cached.keys())
         except ImageError as e:
             imprint.skipped.append(str(e))
+            continue
+        if image is None:
+            imprint.add(Photo(rel, label, digest, cached[digest].embedding))
             continue
         images.append(image)
         todo.append((rel, label, digest))

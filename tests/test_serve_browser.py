@@ -158,12 +158,17 @@ def test_page_shows_the_camera_labels_change_and_a_button_saves_the_frame(garmen
         if os.environ.get("SERVE_SCREENSHOT"):
             shutil.copyfile(shot, os.environ["SERVE_SCREENSHOT"])
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, err = proc.communicate(timeout=30)
-        finally:
-            proc.kill()
+        err = stop(proc)
     assert proc.returncode == 0 and "stopped (SIGTERM)" in err and "Traceback" not in err
+
+
+def stop(proc) -> str:
+    """SIGTERM a serve started by start_cli, as systemd stops it; its stderr once it has exited."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=30)[1]
+    finally:
+        proc.kill()
 
 
 def test_own_photos_counted_on_the_buttons_and_forgotten(garments, garment_video, tiny_int8_model, browser, tmp_path):
@@ -207,10 +212,6 @@ def test_own_photos_counted_on_the_buttons_and_forgotten(garments, garment_video
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == [], errors
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, err = proc.communicate(timeout=30)
-        finally:
-            proc.kill()
+        err = stop(proc)
     assert proc.returncode == 0 and "Traceback" not in err
     assert "own photos: 0 in 0 classes" in err and err.count("saved ") == 2 and "forgot 2 own photos" in err

@@ -13,21 +13,18 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from edge_runtime import frames, imprint, serve
 from edge_runtime.classifier import Classifier
-from edge_runtime.frames import RoiSpec
 from edge_runtime.own import FORGOTTEN, OwnPhotos, load_own
 
 from test_classify_own import SUMMARY, make_own_dir
-from test_serve import (assert_one_line_error, ask, get, make_app, photo_like, post_label, run_cli, serve_args,
-                        snapshot_of, video, wait_for)  # noqa: F401 (video is a fixture)
+from test_serve import (assert_one_line_error, ask, get, make_app, photo_like, post_label, run_cli, running,
+                        snapshot_of, video, wait_for)  # noqa: F401 (video and running are fixtures)
 
 
 def own_app(tiny_int8_model, fashion, folder: Path, **overrides):
@@ -253,30 +250,14 @@ def test_changing_the_imprint_while_frames_are_classified(tiny_int8_model, fashi
 # -- serve running ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def service(video, tiny_int8_model, tmp_path):
-    services = []
-
-    def start(*extra: str) -> serve.Service:
-        logs: list[str] = []
-        s = serve.start(serve_args(video, tiny_int8_model, *extra), log=logs.append)
-        s.logs = logs
-        services.append(s)
-        wait_for(lambda: s.app.latest.get() is not None, 20, "no first frame")
-        return s
-    yield start
-    for s in services:
-        s.close()
-
-
-def test_labelling_over_http_while_the_camera_loop_classifies(service, tmp_path):
+def test_labelling_over_http_while_the_camera_loop_classifies(running, tmp_path):
     folder = make_own_dir(tmp_path / "own", classes=("Trouser",), each=2)
-    running = service("--own", str(folder), "--collect", str(folder))  # the same folder twice is fine
-    assert SUMMARY.fullmatch(running.logs[0]).group(1, 4) == ("2", "2")
-    url = running.url
-    banner = "\n".join(running.banner(hostname="test", addresses=[]))
+    service = running("--own", str(folder), "--collect", str(folder))  # the same folder twice is fine
+    assert SUMMARY.fullmatch(service.logs[0]).group(1, 4) == ("2", "2")
+    url = service.url
+    banner = "\n".join(service.banner(hostname="test", addresses=[]))
     assert "count as own photos at once" in banner
-    frames_before = running.camera.frames
+    frames_before = service.camera.frames
     for label in ("Bag", "Bag", "Trouser", "none"):
         status, _, body = get(url + "api/label", json.dumps({"label": label}).encode(),
                               {"Content-Type": "application/json"})
@@ -286,10 +267,10 @@ def test_labelling_over_http_while_the_camera_loop_classifies(service, tmp_path)
     status, _, body = get(url + "api/forget", b'{"label": "Bag"}', {"Content-Type": "application/json"})
     assert status == 200 and json.loads(body)["forgotten"] == 2
     assert json.loads(get(url + "api/info")[2])["own"]["Bag"] == 0
-    wait_for(lambda: running.camera.frames > frames_before + 10, 10, "the camera loop stopped")
-    assert running.camera.error is None and running.camera.thread.is_alive()
-    assert running.camera.classifier.own is running.app.own.imprint
-    assert [line.split()[0] for line in running.logs[1:]] == ["saved"] * 4 + ["forgot"], running.logs
+    wait_for(lambda: service.camera.frames > frames_before + 10, 10, "the camera loop stopped")
+    assert service.camera.error is None and service.camera.thread.is_alive()
+    assert service.camera.classifier.own is service.app.own.imprint
+    assert [line.split()[0] for line in service.logs[1:]] == ["saved"] * 4 + ["forgot"], service.logs
 
 
 def test_cli_own_errors_are_one_line(video, tiny_int8_model, tmp_path):
